@@ -1,0 +1,42 @@
+# Quick start: `make demo` and `make test`. Both install what they need into ./.venv
+# (or into the active virtual environment when VIRTUAL_ENV is set).
+PYTHON ?= python3
+ifdef VIRTUAL_ENV
+VENV := $(VIRTUAL_ENV)
+else
+VENV := .venv
+endif
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.ss4d-installed
+
+.PHONY: install test demo lint bench vectors clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+vectors: $(STAMP)
+	$(PY) ../shared/tools/check_vectors.py ../shared/vectors
+	$(PY) ../shared/tools/check_manifests.py ../shared/vectors/state_dict_manifests.json
+
+bench: $(STAMP)
+	$(PY) benchmarks/sparse_ops.py
+
+demo: $(STAMP)
+	$(VENV)/bin/ss4d generate examples/rose -o outputs/demo --overwrite
+
+clean:
+	rm -rf outputs .pytest_cache

@@ -1,0 +1,1 @@
+"""ss4d.pipeline"""

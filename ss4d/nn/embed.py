@@ -10,7 +10,9 @@ from torch import nn
 def timestep_sinusoid(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
     """[cos(t f_i), sin(t f_i)] (cos first), f_i = exp(-ln(max_period) i / (dim/2)); t is already 1000*t."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    # exponent in float32 as the official code, exp correctly rounded (the reference CPU's float32 exp is)
+    expo = -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half
+    freqs = torch.exp(expo.double()).float()
     args = t[:, None].float() * freqs[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     if dim % 2:

@@ -152,6 +152,8 @@ def _load_image(path: Path) -> Image.Image:
             return im
     except UnidentifiedImageError as e:
         raise InputError(f"{path}: not a readable image file ({e.__class__.__name__})") from e
+    except PermissionError as e:
+        raise InputError(f"{path}: permission denied") from e
     except _PIL_ERRORS as e:
         raise InputError(f"{path}: corrupt or truncated image ({e})") from e
 
@@ -258,6 +260,7 @@ def _read_animated(path: Path, max_side: int, sel: _Selector, warn: list):
         frames, names, durations, kept = [], [], [], []
         try:
             for i, fr in enumerate(ImageSequence.Iterator(im)):
+                fr.load()  # WebP sets the frame duration on load
                 durations.append(fr.info.get("duration") or 0)
                 if sel.keep(i):
                     a = pil_to_array(fr)

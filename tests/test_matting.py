@@ -177,3 +177,15 @@ def test_user_masks(tmp_path):
         Image.fromarray(np.zeros(frames[0].shape[:2], np.uint8)).save(empty / f"{i}.png")
     with pytest.raises(InputError, match="empty"):
         matte_clip(frames, masks=empty)
+
+
+@pytest.mark.parametrize("bg", [(0, 0, 0), (128, 128, 128), (255, 255, 255)])
+def test_rgba_clip_composited_on_flat_colour_recovers_alpha(shared, bg):
+    """Ground truth from a real RGBA clip: composite it over a flat colour, matte it, compare with its alpha."""
+    clip = read_frames(shared / "data" / "clips" / "pecking_blue_jay", indices=[0, 20])
+    comp = [np.rint(f[..., :3] * (f[..., 3:] / 255.0) + np.array(bg) * (1 - f[..., 3:] / 255.0)).astype(np.uint8)
+            for f in clip.frames]
+    assert np.abs(estimate_background(comp) - np.array(bg)).max() <= 2
+    out = matte_clip(comp)
+    for o, f in zip(out, clip.frames):
+        assert _iou(o[..., 3] >= 128, f[..., 3] >= 128) > 0.95

@@ -7,6 +7,8 @@ The decoder maps each voxel to `num_gaussians` Gaussians with the official activ
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -106,7 +108,7 @@ class SLatGaussianDecoder(SparseTransformerBase):
                        "_opacity": (g, 1)}
         self.ranges, start = {}, 0
         for k, shape in self.layout.items():
-            n = int(torch.tensor(shape).prod())
+            n = math.prod(shape)
             self.ranges[k] = (start, start + n)
             start += n
         self.out_channels = start

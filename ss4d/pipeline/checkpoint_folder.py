@@ -1,0 +1,86 @@
+"""The official pipeline folder: `pipeline.json` + `ckpts/<stem>.{json,safetensors}` (spec §1.1).
+
+ss4d reads the official SS4D/TRELLIS layout unchanged and adds one optional field: `image_cond_model` may be a
+`{"name", "args", "ckpt"}` description of a bundled conditioning encoder instead of a DINOv2 hub name.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..models.checkpoint import CheckpointError, load_model
+
+REQUIRED_MODELS = ("sparse_structure_flow_model", "sparse_structure_decoder", "slat_flow_model", "slat_decoder_gs")
+DINO_NAMES = ("dinov2_vitl14_reg", "dinov2_vitl14_reg4")
+
+
+def default_model_dir() -> Path:
+    """The small model shipped inside the package."""
+    return Path(__file__).resolve().parents[1] / "assets" / "default_model"
+
+
+@dataclass
+class PipelineConfig:
+    root: Path
+    models: dict[str, str]
+    ss_sampler: dict
+    slat_sampler: dict
+    slat_mean: list[float] | None
+    slat_std: list[float] | None
+    image_cond: str | dict
+    num_frames: int = 32
+    extra: dict = field(default_factory=dict)
+
+
+def read_pipeline_config(path: str | os.PathLike) -> PipelineConfig:
+    root = Path(path)
+    if not root.exists():
+        raise CheckpointError(f"model folder not found: {root}")
+    f = root / "pipeline.json" if root.is_dir() else root
+    if not f.is_file():
+        raise CheckpointError(f"{root} has no pipeline.json")
+    try:
+        cfg = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{f} is not valid JSON: {e}") from None
+    args = cfg.get("args", cfg)
+    models = args.get("models", {})
+    missing = [m for m in REQUIRED_MODELS if m not in models]
+    if missing:
+        raise CheckpointError(f"{f}: 'models' lacks {', '.join(missing)}")
+    norm = args.get("slat_normalization") or {}
+    return PipelineConfig(
+        root=f.parent, models=dict(models),
+        ss_sampler=args.get("sparse_structure_sampler", {"name": "FlowEulerGuidanceIntervalSampler",
+                                                         "args": {"sigma_min": 1e-5}, "params": {}}),
+        slat_sampler=args.get("slat_sampler", {"name": "FlowEulerGuidanceIntervalSampler",
+                                               "args": {"sigma_min": 1e-5}, "params": {}}),
+        slat_mean=norm.get("mean"), slat_std=norm.get("std"),
+        image_cond=args.get("image_cond_model", "dinov2_vitl14_reg"),
+        num_frames=int(args.get("num_frames", 32)), extra={k: v for k, v in args.items() if k not in (
+            "models", "sparse_structure_sampler", "slat_sampler", "slat_normalization", "image_cond_model",
+            "num_frames")})
+
+
+def load_pipeline_models(cfg: PipelineConfig, device="cpu", dtype=torch.float32) -> dict[str, torch.nn.Module]:
+    return {k: load_model(cfg.root / v, device, dtype) for k, v in cfg.models.items() if k in REQUIRED_MODELS}
+
+
+def load_image_cond(cfg: PipelineConfig, device="cpu", dinov2_weights: str | None = None) -> torch.nn.Module:
+    ic = cfg.image_cond
+    if isinstance(ic, dict):
+        return load_model(cfg.root / ic["ckpt"], device, torch.float32)
+    if ic in DINO_NAMES or str(ic).startswith("dinov2"):
+        from ..models.image_encoders.dinov2 import DinoV2Conditioner
+
+        weights = dinov2_weights or os.environ.get("SS4D_DINOV2_WEIGHTS")
+        if not weights:
+            raise CheckpointError(
+                f"this model conditions on {ic}, whose weights cannot be downloaded here: pass --dinov2-weights "
+                "PATH (dinov2_vitl14_reg4_pretrain.pth) or set SS4D_DINOV2_WEIGHTS")
+        return DinoV2Conditioner(weights=weights).to(device).eval()
+    raise CheckpointError(f"unknown image_cond_model {ic!r}")

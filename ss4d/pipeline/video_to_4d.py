@@ -1,0 +1,236 @@
+"""VideoTo4DPipeline: RGBA frames -> per-frame 3D Gaussians (SS4D inference, spec §1).
+
+Stages: conditioning (one image encoder pass per frame) -> sparse structure (4D flow over per-frame 16^3
+latents, decoded to per-frame occupancy) -> spacetime latents (4D sparse flow over all voxels) -> Gaussians per
+frame. Noise is drawn from a CPU generator seeded with `seed`, exactly as the official `torch.manual_seed(seed)`
+followed by `torch.randn(...)`, so results match the official pipeline for the same weights and seed.
+"""
+from __future__ import annotations
+
+import resource
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..render.gaussians import Gaussians
+from ..sparse.tensor import SparseTensor
+from .checkpoint_folder import (
+    PipelineConfig,
+    default_model_dir,
+    load_image_cond,
+    load_pipeline_models,
+    read_pipeline_config,
+)
+from .samplers import build_sampler
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class _Progress:
+    """One tqdm bar per stage (silent when disabled)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def stage(self, name: str, total: int):
+        if not self.enabled:
+            return lambda i, n: None
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc=name, leave=True, dynamic_ncols=True)
+
+        def update(i, n):
+            bar.update(i - bar.n)
+            if i >= n:
+                bar.close()
+        return update
+
+
+@dataclass
+class VideoTo4DResult:
+    """Per-frame Gaussians and voxels, the preprocessed input frames and a timing summary."""
+
+    gaussians: list[Gaussians]
+    coords: list[torch.Tensor]                 # [N_t, 3] int voxel coords per frame
+    frames: np.ndarray                         # [T, S, S, 3] uint8 preprocessed (premultiplied) input
+    fps: float = 16.0
+    timings: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: float = 0.0
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.gaussians)
+
+    def summary(self) -> str:
+        parts = [f"{k} {v:.2f}s" for k, v in self.timings.items()]
+        return f"{self.num_frames} frames, " + ", ".join(parts) + f", peak RSS {self.peak_rss_mb:.0f} MB"
+
+    def save(self, out_dir, overwrite: bool = False, renders: bool = True, render_size: int = 256) -> Path:
+        """Write exports (PLY per frame, .ss4d container, animated GLB, web viewer) and renders into out_dir,
+        atomically (a temporary folder renamed into place)."""
+        from ..export.save import save_result
+
+        return save_result(self, out_dir, overwrite=overwrite, renders=renders, render_size=render_size)
+
+
+class VideoTo4DPipeline:
+    def __init__(self, models: dict, image_cond: torch.nn.Module, config: PipelineConfig,
+                 device="cpu", dtype: torch.dtype = torch.float32):
+        self.models, self.image_cond, self.config = models, image_cond, config
+        self.device, self.dtype = torch.device(device), dtype
+        self.ss_sampler = build_sampler(config.ss_sampler["name"], config.ss_sampler.get("args"))
+        self.slat_sampler = build_sampler(config.slat_sampler["name"], config.slat_sampler.get("args"))
+        self.ss_params = dict(config.ss_sampler.get("params", {}))
+        self.slat_params = dict(config.slat_sampler.get("params", {}))
+
+    @classmethod
+    def from_pretrained(cls, path=None, device="cpu", dtype: str | torch.dtype = "fp32",
+                        dinov2_weights: str | None = None) -> VideoTo4DPipeline:
+        """Load an official-layout folder (`pipeline.json` + `ckpts/`); None = the bundled default model."""
+        if isinstance(dtype, str):
+            if dtype not in DTYPES:
+                raise ValueError(f"dtype must be one of {list(DTYPES)}")
+            dtype = DTYPES[dtype]
+        device = torch.device(device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda requested but CUDA is not available")
+        cfg = read_pipeline_config(path if path is not None else default_model_dir())
+        models = load_pipeline_models(cfg, device, dtype)
+        image_cond = load_image_cond(cfg, device, dinov2_weights)
+        return cls(models, image_cond, cfg, device, dtype)
+
+    @property
+    def image_size(self) -> int:
+        return int(getattr(self.image_cond, "image_size", 518))
+
+    @property
+    def max_frames(self) -> int:
+        return self.config.num_frames
+
+    # ----- stages -----
+    @torch.no_grad()
+    def encode(self, frames: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div(255).to(self.device)
+        return self.image_cond(x).float()
+
+    def _wrap(self, model):
+        dt = self.dtype
+
+        def call(x, t, cond, **kw):
+            xin = x.replace(x.feats.to(dt)) if isinstance(x, SparseTensor) else x.to(dt)
+            out = model(xin, t, cond.to(dt), **kw)
+            return out.replace(out.feats.float()) if isinstance(out, SparseTensor) else out.float()
+        return call
+
+    @torch.no_grad()
+    def sample_structure(self, cond, gen: torch.Generator, steps=None, cfg=None, progress=None):
+        flow = self.models["sparse_structure_flow_model"]
+        T = cond.shape[0]
+        r = flow.resolution
+        noise = torch.randn(T, flow.in_channels, r, r, r, generator=gen).to(self.device)
+        params = self._params(self.ss_params, steps, cfg)
+        z = self.ss_sampler.sample(self._wrap(flow), noise, cond, torch.zeros_like(cond), num_frames=T,
+                                   progress=progress, **params)
+        logits = self.models["sparse_structure_decoder"](z.to(self.dtype)).float()
+        occ = logits[:, 0] > 0
+        return self._fill_empty(occ)
+
+    def _fill_empty(self, occ: torch.Tensor) -> torch.Tensor:
+        """coords [N, 4] (frame, x, y, z) sorted; a frame with no voxel borrows its nearest non-empty frame's."""
+        counts = occ.flatten(1).sum(1)
+        if int(counts.sum()) == 0:
+            raise RuntimeError("the sparse-structure stage produced no voxels in any frame")
+        empty = (counts == 0).nonzero().flatten().tolist()
+        if empty:
+            full = (counts > 0).nonzero().flatten()
+            for f in empty:
+                occ[f] = occ[int(full[(full - f).abs().argmin()])]
+            warnings.warn(f"frames {empty} had no voxels; copied the nearest non-empty frame's structure",
+                          stacklevel=2)
+        return torch.argwhere(occ).int()
+
+    @torch.no_grad()
+    def sample_latents(self, cond, coords, gen: torch.Generator, steps=None, cfg=None, progress=None):
+        flow = self.models["slat_flow_model"]
+        T = cond.shape[0]
+        noise = SparseTensor(torch.randn(coords.shape[0], flow.in_channels, generator=gen).to(self.device),
+                             coords.to(self.device), batch_size=T)
+        params = self._params(self.slat_params, steps, cfg)
+        slat = self.slat_sampler.sample(self._wrap(flow), noise, cond, torch.zeros_like(cond), num_frames=T,
+                                        progress=progress, **params)
+        if self.config.slat_std is not None:
+            std = torch.tensor(self.config.slat_std, device=slat.device)[None]
+            mean = torch.tensor(self.config.slat_mean, device=slat.device)[None]
+            slat = slat.replace(slat.feats * std + mean)
+        return slat
+
+    @torch.no_grad()
+    def decode(self, slat: SparseTensor, num_frames: int) -> list[Gaussians]:
+        dec = self.models["slat_decoder_gs"]
+        gs = dec(slat.replace(slat.feats.to(self.dtype)), num_frames)
+        return [g.to(dtype=torch.float32) for g in gs]
+
+    @staticmethod
+    def _params(base: dict, steps, cfg) -> dict:
+        p = dict(base)
+        if steps is not None:
+            p["steps"] = int(steps)
+        if cfg is not None:
+            p["cfg_strength"] = float(cfg)
+        return p
+
+    # ----- whole job -----
+    def __call__(self, frames: Sequence[np.ndarray] | np.ndarray, seed: int = 42, steps: int | None = None,
+                 cfg: float | None = None, fps: float = 16.0, progress: bool = False,
+                 preprocessed: bool = False) -> VideoTo4DResult:
+        """`frames`: RGBA uint8 frames (HxWx4), or with `preprocessed=True` premultiplied RGB at image_size."""
+        from .preprocess import preprocess_frames
+
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        if preprocessed:
+            pre = np.asarray(frames)
+        else:
+            pre, _alpha, _box = preprocess_frames(list(frames), size=self.image_size)
+        T = len(pre)
+        if T < 2:
+            raise ValueError("need at least 2 frames")
+        pad = T % 2
+        if pad:  # the latent flow pairs frames: repeat the last frame and drop its result
+            pre = np.concatenate([pre, pre[-1:]], 0)
+        timings["preprocess"] = time.perf_counter() - t0
+        bars = _Progress(progress)
+        t0 = time.perf_counter()
+        cond = self.encode(pre)
+        timings["conditioning"] = time.perf_counter() - t0
+        gen = torch.Generator().manual_seed(int(seed))
+        t0 = time.perf_counter()
+        coords = self.sample_structure(cond, gen, steps, cfg, bars.stage("sparse structure", self._steps(
+            self.ss_params, steps)))
+        timings["sparse_structure"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        slat = self.sample_latents(cond, coords, gen, steps, cfg, bars.stage("spacetime latents", self._steps(
+            self.slat_params, steps)))
+        timings["spacetime_latents"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        gaussians = self.decode(slat, len(pre))
+        timings["decode"] = time.perf_counter() - t0
+        per_frame = [slat.coords[sl, 1:].cpu() for sl in slat.layout]
+        if pad:
+            gaussians, per_frame, pre = gaussians[:T], per_frame[:T], pre[:T]
+        return VideoTo4DResult(gaussians, per_frame, pre, fps, timings, _peak_rss_mb(),
+                               meta={"seed": int(seed), "num_voxels": [int(c.shape[0]) for c in per_frame]})
+
+    @staticmethod
+    def _steps(base, steps):
+        return int(steps if steps is not None else base.get("steps", 25))

@@ -60,7 +60,7 @@ def cmd_generate(a) -> int:
         base.meta["windows"] = [[w.start, w.stop] for w in windows]
         result = base
     print("ss4d: " + result.summary())
-    path = result.save(out, overwrite=a.overwrite, renders=not a.no_renders)
+    path = result.save(out, overwrite=a.overwrite, renders=not a.no_renders, render_size=a.render_size)
     print(f"ss4d: wrote {path}")
     return 0
 
@@ -113,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dinov2-weights", default=None, help="dinov2_vitl14_reg4_pretrain.pth for official models")
     g.add_argument("--threads", type=int, default=None)
     g.add_argument("--no-renders", action="store_true", help="write exports only")
+    g.add_argument("--render-size", type=int, default=256, help="side of the rendered videos in pixels")
     g.add_argument("--overwrite", action="store_true")
     g.add_argument("--quiet", action="store_true")
     g.set_defaults(func=cmd_generate)

@@ -184,23 +184,40 @@ def test_neighbor_map_symmetric_and_valid():
 # ----------------------------------------------------------------------------------------------------------------
 # gradients
 
+def _gradcheck_case(kernel, num_frames, batch, res, density, cin, cout, seed):
+    g = torch.Generator().manual_seed(seed)
+    coords = random_sites(batch, res, density, g)
+    n = coords.shape[0]
+    nbr = neighbor_map(SparseTensor(torch.zeros(n, 1), coords), kernel, num_frames)
+    feats = torch.randn(n, cin, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(cout, nbr.shape[1], cin, dtype=torch.float64, generator=g, requires_grad=True)
+    b = torch.randn(cout, dtype=torch.float64, generator=g, requires_grad=True)
+    return nbr, feats, w, b
+
+
+def test_gradcheck_custom_function_full():
+    """Full (every input element) float64 gradcheck of input, weight and bias grads on a tiny 3^3 case,
+    with a chunk size that splits the rows into several chunks."""
+    nbr, feats, w, b = _gradcheck_case((3, 3, 3), None, 2, 3, 0.35, 2, 2, 5)
+    assert 4 < nbr.shape[0] < 40 and (nbr < nbr.shape[0]).sum() > 2 * nbr.shape[0]
+    assert torch.autograd.gradcheck(lambda a, ww, bb: SubmanifoldConvFunction.apply(a, ww, bb, nbr, 5),
+                                    (feats, w, b), eps=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("kernel,num_frames", [((3, 3, 3), None), ((3, 1, 1, 1), 2), ((3, 3, 3, 3), 2)])
 def test_gradcheck_custom_function(kernel, num_frames):
-    g = torch.Generator().manual_seed(5)
-    coords = random_sites(4, 4, 0.3, g)
-    n = coords.shape[0]
-    x = SparseTensor(torch.zeros(n, 1), coords)
-    nbr = neighbor_map(x, kernel, num_frames)
-    kk = nbr.shape[1]
-    feats = torch.randn(n, 3, dtype=torch.float64, generator=g, requires_grad=True)
-    w = torch.randn(2, kk, 3, dtype=torch.float64, generator=g, requires_grad=True)
-    b = torch.randn(2, dtype=torch.float64, generator=g, requires_grad=True)
-    for chunk in (5, 1 << 20):  # several chunks and a single chunk
+    """Random-projection (fast mode) float64 gradcheck on bigger cases, several chunks and one chunk."""
+    nbr, feats, w, b = _gradcheck_case(kernel, num_frames, 4, 4, 0.3, 3, 2, 6)
+    for chunk in (7, 1 << 20):
         assert torch.autograd.gradcheck(lambda a, ww, bb: SubmanifoldConvFunction.apply(a, ww, bb, nbr, chunk),
-                                        (feats, w, b), eps=1e-6, atol=1e-7)
+                                        (feats, w, b), eps=1e-6, atol=1e-7, fast_mode=True)
     # without bias, and with only some inputs requiring grad
-    assert torch.autograd.gradcheck(lambda a, ww: SubmanifoldConvFunction.apply(a, ww, None, nbr, 7), (feats, w))
-    assert torch.autograd.gradcheck(lambda ww: SubmanifoldConvFunction.apply(feats.detach(), ww, None, nbr, 7), (w,))
+    assert torch.autograd.gradcheck(lambda a, ww: SubmanifoldConvFunction.apply(a, ww, None, nbr, 7), (feats, w),
+                                    fast_mode=True)
+    assert torch.autograd.gradcheck(lambda ww: SubmanifoldConvFunction.apply(feats.detach(), ww, None, nbr, 7),
+                                    (w,), fast_mode=True)
+    assert torch.autograd.gradcheck(lambda a: SubmanifoldConvFunction.apply(a, w.detach(), None, nbr, 7),
+                                    (feats,), fast_mode=True)
 
 
 def test_gradients_match_dense_autograd():

@@ -1,1 +1,82 @@
-"""ss4d.data"""
+"""ss4d.data: procedural 4D clips (no Blender), TRELLIS-style voxelisation, Hammersley cameras, per-voxel feature
+projection and on-disk clip datasets. See ``docs/data.md``."""
+from .dataset import (
+    ClipDataset,
+    clip_id,
+    clip_seed,
+    collate,
+    load_clip,
+    read_manifest,
+    verify_clip,
+    verify_dataset,
+    write_clip,
+    write_procedural_dataset,
+)
+from .features import ENCODERS, color_encoder, get_encoder, premultiply, project_features, voxel_features
+from .hammersley import (
+    hammersley_cameras,
+    hammersley_sequence,
+    hammersley_views,
+    look_at_camera,
+    radical_inverse,
+    sphere_hammersley_sequence,
+)
+from .procedural import (
+    KINDS,
+    ClipFrame,
+    ProceduralClip,
+    input_camera_path,
+    make_clip,
+    normal_to_quaternion,
+    render_input_video,
+    render_views,
+)
+from .voxelize import (
+    coords_from_occupancy,
+    occupancy_grid,
+    triangle_box_overlap,
+    unique_coords,
+    voxel_centers,
+    voxelize_mesh,
+    voxelize_points,
+)
+
+__all__ = [
+    "KINDS",
+    "ENCODERS",
+    "ClipDataset",
+    "ClipFrame",
+    "ProceduralClip",
+    "clip_id",
+    "clip_seed",
+    "collate",
+    "color_encoder",
+    "coords_from_occupancy",
+    "get_encoder",
+    "hammersley_cameras",
+    "hammersley_sequence",
+    "hammersley_views",
+    "input_camera_path",
+    "load_clip",
+    "look_at_camera",
+    "make_clip",
+    "normal_to_quaternion",
+    "occupancy_grid",
+    "premultiply",
+    "project_features",
+    "radical_inverse",
+    "read_manifest",
+    "render_input_video",
+    "render_views",
+    "sphere_hammersley_sequence",
+    "triangle_box_overlap",
+    "unique_coords",
+    "verify_clip",
+    "verify_dataset",
+    "voxel_centers",
+    "voxel_features",
+    "voxelize_mesh",
+    "voxelize_points",
+    "write_clip",
+    "write_procedural_dataset",
+]

@@ -180,16 +180,29 @@ def _resize(img: np.ndarray, size: int, resample=Image.Resampling.BILINEAR) -> n
     return np.asarray(Image.fromarray(img).resize((size, size), resample))
 
 
-@torch.no_grad()
-def estimate_input_view(gaussians_list: Sequence, input_frames, input_alpha=None, *, res: int = 48,
-                        max_frames: int = 3, yaw_step_deg: float = 15.0, radius: float = DEFAULT_RADIUS,
-                        fov_deg: float = DEFAULT_FOV_DEG) -> dict | None:
+def _frame_voxels(gaussians_list: Sequence, coords: Sequence | None, voxel_resolution: int = 64):
+    """Per-frame ``[N_t,3]`` voxels (given or derived from the Gaussians) and their colours."""
+    if coords is None:
+        coords = [gaussians_to_voxels(g, voxel_resolution) for g in gaussians_list]
+    coords = [c[:, 1:] if np.ndim(c) == 2 and np.shape(c)[1] == 4 else c for c in coords]
+    if len(coords) != len(gaussians_list):
+        raise ValueError(f"{len(coords)} voxel sets for {len(gaussians_list)} frames")
+    cols = [voxel_colors_from_gaussians(g, c, voxel_resolution) for g, c in zip(gaussians_list, coords)]
+    return coords, cols
+
+
+def estimate_input_view(gaussians_list: Sequence, input_frames, input_alpha=None, *, coords: Sequence | None = None,
+                        res: int = 48, max_frames: int = 4, yaw_step_deg: float = 10.0,
+                        pitches_deg: Sequence[float] = (-15.0, 0.0, 15.0, 30.0), radius: float = DEFAULT_RADIUS,
+                        fov_deg: float = DEFAULT_FOV_DEG, voxel_resolution: int = 64) -> dict | None:
     """Estimate the camera of the input video in the output's canonical frame.
 
-    Renders silhouettes and colours at ``res`` for up to ``max_frames`` frames over a yaw grid (elevation 0), then
-    refines yaw +-``yaw_step/2`` and elevation -15..30; each candidate is cropped like the preprocessing (1.2 x the
-    union bounding box) and scored by mask IoU minus half the colour L1 against the input. Returns
-    ``{"yaw_deg", "pitch_deg", "crop" (normalised box), "score"}`` or None without usable input masks."""
+    Cheap proxy renders: the frames' voxels (``coords``, or voxels of the Gaussian centres) drawn as flat-coloured
+    cubes at ``res`` pixels for up to ``max_frames`` frames. Every candidate (yaw grid at elevation 0, then the best
+    yaw +-``yaw_step/2`` at ``pitches_deg``) is cropped like the preprocessing (1.2 x the union bounding box over
+    the frames) and scored by mask IoU minus half the colour L1 against the input.
+    Returns ``{"yaw_deg", "pitch_deg", "crop" (normalised box of the uncropped view), "score"}``, or None when the
+    input gives no usable masks (no alpha and no black surround)."""
     rgbs, masks = _input_arrays(input_frames, input_alpha)
     T = len(gaussians_list)
     if masks is None or len(rgbs) != T:
@@ -199,25 +212,29 @@ def estimate_input_view(gaussians_list: Sequence, input_frames, input_alpha=None
     tgt_c = [_resize(rgbs[i], res).astype(np.float32) / 255.0 for i in idx]
     if sum(float(m.sum()) for m in tgt_m) < 1:
         return None
-    big = 2 * res  # render wider than the crop so the crop can be resampled at the target size
+    vox, cols = _frame_voxels(gaussians_list, coords, voxel_resolution)
+    if all(len(vox[i]) == 0 for i in idx):
+        return None
+    big = 2 * res  # the uncropped view, wider than the crop
+
+    def draw(i, cam):
+        img, a = render_voxels(vox[i], cols[i], cam, voxel_resolution, ssaa=1, shading=False, return_alpha=True,
+                               bg=(1.0, 1.0, 1.0))
+        return img.astype(np.float32) / 255.0, a
 
     def score(yaw, pitch):
         cam = _camera(yaw, pitch, big, radius, fov_deg)
-        outs = [_render(gaussians_list[i], cam) for i in idx]
-        box = _crop_box([o["alpha"][0].numpy() for o in outs])
+        box = _crop_box([draw(i, cam)[1] for i in idx])
         if box is None:
             return -1.0, None
         ccam = cropped_camera(cam, box, res, res)
         s = 0.0
         for i, tm, tc in zip(idx, tgt_m, tgt_c):
-            o = _render(gaussians_list[i], ccam)
-            a = o["alpha"][0].numpy()
-            c = o["color"].permute(1, 2, 0).clamp(0, 1).numpy()
-            inter = np.minimum(a, tm).sum()
+            c, a = draw(i, ccam)
             union = np.maximum(a, tm).sum() + 1e-6
             both = np.minimum(a, tm)[..., None]
             l1 = float((np.abs(c - tc) * both).sum() / (3 * both.sum() + 1e-6))
-            s += inter / union - 0.5 * l1
+            s += float(both.sum() / union) - 0.5 * l1
         return s / len(idx), box
 
     best = (-2.0, 0.0, 0.0, None)
@@ -227,19 +244,20 @@ def estimate_input_view(gaussians_list: Sequence, input_frames, input_alpha=None
             best = (s, float(yaw), 0.0, box)
     y0 = best[1]
     for yaw in (y0 - yaw_step_deg / 2, y0, y0 + yaw_step_deg / 2):
-        for pitch in (-15.0, 0.0, 15.0, 30.0):
+        for pitch in pitches_deg:
             if yaw == y0 and pitch == 0.0:
                 continue
-            s, box = score(yaw % 360.0, pitch)
+            s, box = score(yaw % 360.0, float(pitch))
             if s > best[0]:
-                best = (s, yaw % 360.0, pitch, box)
+                best = (s, yaw % 360.0, float(pitch), box)
     if best[3] is None:
         return None
-    return {"yaw_deg": best[1], "pitch_deg": best[2], "crop": best[3], "score": float(best[0])}
+    return {"yaw_deg": best[1], "pitch_deg": best[2], "crop": tuple(float(x) for x in best[3]), "score": best[0]}
 
 
 def render_side_by_side_frames(gaussians_list: Sequence, input_frames, resolution: int = 256, *, input_alpha=None,
-                               view: dict | str | None = "auto", radius: float = DEFAULT_RADIUS,
+                               view: dict | str | None = "auto", coords: Sequence | None = None,
+                               radius: float = DEFAULT_RADIUS,
                                fov_deg: float = DEFAULT_FOV_DEG, bg=WHITE, ssaa: int = 1):
     """``input | output`` frames (``resolution`` x ``2*resolution``). ``view``: ``"auto"`` (estimate it,
     :func:`estimate_input_view`), a dict with ``yaw_deg``, ``pitch_deg`` and optionally ``crop``, or None
@@ -250,7 +268,8 @@ def render_side_by_side_frames(gaussians_list: Sequence, input_frames, resolutio
     if isinstance(view, str):
         if view != "auto":
             raise ValueError(f"view must be 'auto', a dict or None, got {view!r}")
-        view = estimate_input_view(gaussians_list, input_frames, input_alpha, radius=radius, fov_deg=fov_deg)
+        view = estimate_input_view(gaussians_list, input_frames, input_alpha, coords=coords, radius=radius,
+                                   fov_deg=fov_deg)
     if view is None:
         view = {"yaw_deg": 0.0, "pitch_deg": 0.0, "crop": None}
     cam = _camera(view["yaw_deg"], view.get("pitch_deg", 0.0), resolution, radius, fov_deg)
@@ -303,24 +322,19 @@ def write_all_renders(out_dir, gaussians_list: Sequence, input_frames=None, coor
                   "orbit_pitch_deg": DEFAULT_PITCH_DEG, "grid_yaws_deg": list(GRID_YAWS_DEG),
                   "azimuth_convention": "eye = r (cos a cos e, sin a cos e, sin e), z up", "background": "white"}
     sched = orbit_schedule(len(gl), None, orbit_min_frames)
+    coords, cols = _frame_voxels(gl, coords, voxel_resolution)
     paths["orbit"] = write_video(out_dir / "orbit.mp4", render_orbit_frames(gl, res, num_frames=len(sched), ssaa=ssaa),
                                  fps)
     paths["grid"] = write_video(out_dir / "grid.mp4", render_grid_frames(gl, res, ssaa=ssaa), fps)
     if input_frames is not None:
         try:
             frames, view = render_side_by_side_frames(gl, input_frames, res, input_alpha=input_alpha,
-                                                      view=input_view, ssaa=ssaa)
+                                                      view=input_view, coords=coords, ssaa=ssaa)
             meta["input_view"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in view.items()}
             paths["input_vs_output"] = write_video(out_dir / "input_vs_output.mp4", frames, fps)
         except ValueError as e:
             warnings.warn(f"input | output video skipped: {e}", stacklevel=2)
 
-    if coords is None:
-        coords = [gaussians_to_voxels(g, voxel_resolution) for g in gl]
-    coords = [c[:, 1:] if np.ndim(c) == 2 and np.shape(c)[1] == 4 else c for c in coords]
-    if len(coords) != len(gl):
-        raise ValueError(f"{len(coords)} voxel sets for {len(gl)} frames")
-    cols = [voxel_colors_from_gaussians(g, c, voxel_resolution) for g, c in zip(gl, coords)]
     paths["voxels"] = write_video(out_dir / "voxels.mp4", render_voxel_orbit_frames(
         coords, cols, res, schedule=sched, voxel_resolution=voxel_resolution), fps)
     T = len(gl)

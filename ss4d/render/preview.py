@@ -282,9 +282,10 @@ def _raster_triangles(u, v, z, H: int, W: int):
 
 
 def render_voxels(coords, colors, camera, resolution: int = 64, *, bg=(1.0, 1.0, 1.0), aabb=DEFAULT_AABB,
-                  ssaa: int = 2, return_alpha: bool = False):
-    """Draw the voxels as shaded cubes seen by ``camera``. Returns a ``uint8 [H,W,3]`` image (and the float
-    coverage ``[H,W]`` in [0,1] with ``return_alpha``). ``colors``: ``[N,3]`` per voxel (None: grey)."""
+                  ssaa: int = 2, shading: bool = True, return_alpha: bool = False):
+    """Draw the voxels as cubes seen by ``camera``, Lambert-shaded from a head light (flat colours with
+    ``shading=False``). Returns a ``uint8 [H,W,3]`` image (and the float coverage ``[H,W]`` in [0,1] with
+    ``return_alpha``). ``colors``: ``[N,3]`` per voxel (None: grey). ``ssaa``: supersampling factor."""
     camera = as_camera(camera)
     s = max(1, int(ssaa))
     W, H = camera.width * s, camera.height * s
@@ -306,7 +307,7 @@ def render_voxels(coords, colors, camera, resolution: int = 64, *, bg=(1.0, 1.0,
     V = v[:, tri].reshape(-1, 3)
     Z = z[:, tri].reshape(-1, 3)
     ibuf, _ = _raster_triangles(U, V, Z, H, W)
-    shade = 0.35 + 0.65 * np.clip(nc @ _LIGHT, 0.0, 1.0)  # per quad
+    shade = 0.35 + 0.65 * np.clip(nc @ _LIGHT, 0.0, 1.0) if shading else np.ones(len(nc))  # per quad
     quad_rgb = cols[vid] * shade[:, None]
     img = np.empty((H * W, 3))
     img[:] = np.asarray(bg, np.float64).reshape(-1)[:3] if np.size(bg) >= 3 else float(np.ravel(bg)[0])

@@ -116,30 +116,38 @@ def project_gaussians(means, scales, rotations, opacities, camera: Camera, kerne
 # binning
 # ----------------------------------------------------------------------------------------------------------------
 @torch.no_grad()
-def _bin(means2d, cov2d, opacity, depth, radius, W: int, H: int, tight: bool = True):
-    """(tile, Gaussian) pairs sorted by (tile, depth). Returns ``pair_gid [P]`` and per tile ``start/count``."""
+def _bin(means2d, cov2d, conic, opacity, depth, radius, W: int, H: int, tile: int = 8, tight: bool = True):
+    """(tile, Gaussian) pairs sorted by (tile, depth) on a grid of ``tile x tile`` pixel tiles (``tile`` divides 16).
+
+    A Gaussian can only touch a tile inside the official 16x16-block rectangle of its 3-sigma radius; with ``tight``
+    the pairs are further restricted to tiles where ``o exp(-q/2) >= 1/255`` can hold (exact: other pairs are skipped
+    per pixel anyway). Returns ``pair_gid [P]``, per tile ``start``/``count`` and the grid size."""
     device = means2d.device
-    gx, gy = (W + BLOCK - 1) // BLOCK, (H + BLOCK - 1) // BLOCK
+    f = BLOCK // tile
+    g16x, g16y = (W + BLOCK - 1) // BLOCK, (H + BLOCK - 1) // BLOCK
+    gx, gy = (W + tile - 1) // tile, (H + tile - 1) // tile
     mx, my = means2d[:, 0], means2d[:, 1]
     r = radius.to(means2d.dtype)
-    # official getRect: [floor((p - r) / 16), floor((p + r + 15) / 16)) clamped to the grid
-    x0 = torch.floor((mx - r) / BLOCK).clamp(0, gx).to(torch.int64)
-    x1 = torch.floor((mx + r + BLOCK - 1) / BLOCK).clamp(0, gx).to(torch.int64)
-    y0 = torch.floor((my - r) / BLOCK).clamp(0, gy).to(torch.int64)
-    y1 = torch.floor((my + r + BLOCK - 1) / BLOCK).clamp(0, gy).to(torch.int64)
+    # official getRect: [floor((p - r) / 16), floor((p + r + 15) / 16)) clamped to the block grid
+    x0 = torch.floor((mx - r) / BLOCK).clamp(0, g16x).to(torch.int64)
+    x1 = torch.floor((mx + r + BLOCK - 1) / BLOCK).clamp(0, g16x).to(torch.int64)
+    y0 = torch.floor((my - r) / BLOCK).clamp(0, g16y).to(torch.int64)
+    y1 = torch.floor((my + r + BLOCK - 1) / BLOCK).clamp(0, g16y).to(torch.int64)
     keep = (radius > 0) & ((x1 - x0) * (y1 - y0) > 0)
+    x0, y0 = x0 * f, y0 * f
+    x1, y1 = torch.clamp(x1 * f, max=gx), torch.clamp(y1 * f, max=gy)
     if tight:
-        # alpha >= 1/255 needs o exp(-q/2) >= 1/255, i.e. q <= 2 log(255 o); bounding box of that ellipse
+        # alpha >= 1/255 needs o exp(-q/2) >= 1/255, i.e. q <= 2 log(255 o): bounding box of that ellipse
         o = opacity.to(torch.float64)
         keep &= o >= ALPHA_MIN * (1 - 1e-6)
         q = (2 * torch.log((o * 255.0).clamp_min(1.0))).to(means2d.dtype)
         hx = torch.sqrt(q * cov2d[:, 0]) * 1.001 + 0.01
         hy = torch.sqrt(q * cov2d[:, 2]) * 1.001 + 0.01
-        x0 = torch.maximum(x0, torch.floor((mx - hx) / BLOCK).clamp(0, gx).to(torch.int64))
-        x1 = torch.minimum(x1, (torch.floor((mx + hx) / BLOCK) + 1).clamp(0, gx).to(torch.int64))
-        y0 = torch.maximum(y0, torch.floor((my - hy) / BLOCK).clamp(0, gy).to(torch.int64))
-        y1 = torch.minimum(y1, (torch.floor((my + hy) / BLOCK) + 1).clamp(0, gy).to(torch.int64))
-        keep &= (x1 > x0) & (y1 > y0)
+        x0 = torch.maximum(x0, torch.floor((mx - hx) / tile).clamp(0, gx).to(torch.int64))
+        x1 = torch.minimum(x1, (torch.floor((mx + hx) / tile) + 1).clamp(0, gx).to(torch.int64))
+        y0 = torch.maximum(y0, torch.floor((my - hy) / tile).clamp(0, gy).to(torch.int64))
+        y1 = torch.minimum(y1, (torch.floor((my + hy) / tile) + 1).clamp(0, gy).to(torch.int64))
+    keep &= (x1 > x0) & (y1 > y0)
     gids = torch.nonzero(keep).squeeze(1)
     n_tiles = gx * gy
     if gids.numel() == 0:
@@ -151,163 +159,223 @@ def _bin(means2d, cov2d, opacity, depth, radius, W: int, H: int, tight: bool = T
     wdt = x1 - x0
     cnt = wdt * (y1 - y0)
     P = int(cnt.sum())
-    rank = torch.repeat_interleave(torch.arange(gids.numel(), device=device), cnt)
+    # expand every Gaussian to the tiles of its rectangle (row-major inside the rectangle)
     off = torch.cumsum(cnt, 0) - cnt
-    local = torch.arange(P, device=device) - off[rank]
-    w_r = wdt[rank]
-    tile = (y0[rank] + local // w_r) * gx + x0[rank] + local % w_r
-    pair_rank = rank
+    ints = torch.repeat_interleave(torch.stack([off, wdt, x0, y0], 1), cnt, dim=0)
+    local = torch.arange(P, device=device) - ints[:, 0]
+    ly = torch.floor((local.to(torch.float64) + 0.5) / ints[:, 1].to(torch.float64)).to(torch.int64)
+    tx = ints[:, 2] + local - ly * ints[:, 1]
+    ty = ints[:, 3] + ly
+    rank = torch.repeat_interleave(torch.arange(gids.numel(), device=device), cnt)
     if tight:
-        # exact ellipse-vs-tile test: min over the tile's pixel rectangle of q(d) must be <= 2 log(255 o)
-        g = gids[pair_rank]
-        keep_p = _tile_ellipse_test(means2d[g], cov2d[g], opacity[g], tile, gx, W, H)
-        tile, pair_rank = tile[keep_p], pair_rank[keep_p]
-    key = tile * gids.numel() + pair_rank
-    order = torch.argsort(key)
-    tile = tile[order]
-    pair_gid = gids[pair_rank[order]]
-    count = torch.bincount(tile, minlength=n_tiles)
+        keep_p = _tile_ellipse_test(means2d[gids], conic[gids], opacity[gids], rank, tx, ty, tile, W, H)
+        tx, ty, rank = tx[keep_p], ty[keep_p], rank[keep_p]
+    tid = ty * gx + tx
+    order = torch.argsort(tid.to(torch.int32), stable=True)  # stable: keeps the depth order inside a tile
+    tid = tid[order]
+    pair_gid = gids[rank[order]]
+    count = torch.bincount(tid, minlength=n_tiles)
     start = torch.cumsum(count, 0) - count
     return pair_gid, start, count, gx, gy
 
 
-def _tile_ellipse_test(m, cov, o, tile, gx, W, H):
-    """Conservative test whether a Gaussian reaches alpha >= 1/255 anywhere on a tile's pixel centres' rectangle.
+def _tile_ellipse_test(m, conic, o, rank, tx, ty, tile, W, H):
+    """Conservative test whether a Gaussian can reach alpha >= 1/255 on some pixel centre of a tile.
 
-    Minimises the quadratic form ``q(d) = d^T Sigma^-1 d`` over the rectangle: the minimum lies at the centre if it
-    is inside, else on an edge (a clamped 1D minimisation per edge)."""
-    dt = torch.float64
-    m = m.to(dt)
-    a, b, c = cov[:, 0].to(dt), cov[:, 1].to(dt), cov[:, 2].to(dt)
-    det = a * c - b * b
-    ia, ib, ic = c / det, -b / det, a / det  # conic
-    tx = (tile % gx).to(dt)
-    ty = (tile // gx).to(dt)
-    xl, xh = tx * BLOCK, torch.clamp(tx * BLOCK + BLOCK - 1, max=W - 1)
-    yl, yh = ty * BLOCK, torch.clamp(ty * BLOCK + BLOCK - 1, max=H - 1)
-    # d = p - m; rectangle in d coordinates
-    dxl, dxh = xl - m[:, 0], xh - m[:, 0]
-    dyl, dyh = yl - m[:, 1], yh - m[:, 1]
-    inside = (dxl <= 0) & (dxh >= 0) & (dyl <= 0) & (dyh >= 0)
+    Minimises ``q(d) = d^T conic d`` over the rectangle spanned by the tile's pixel centres (0 if the mean is
+    inside, else the smallest clamped 1D minimum along the four edges) and compares with ``2 log(255 o)`` plus a
+    margin that covers float32 rounding."""
+    dt = m.dtype
+    a, b, c = conic[:, 0], conic[:, 1], conic[:, 2]
+    thr = 2 * torch.log((o.to(torch.float64) * 255.0).clamp_min(1.0)).to(dt)
+    per_g = torch.stack([m[:, 0], m[:, 1], a, b, c, -b / c, -b / a, thr], 1).index_select(0, rank)
+    mx, my, a, b, c, kx, ky, thr = per_g.unbind(1)
+    xl = tx.to(dt) * tile
+    yl = ty.to(dt) * tile
+    dxl, dxh = xl - mx, torch.clamp(xl + (tile - 1), max=W - 1) - mx
+    dyl, dyh = yl - my, torch.clamp(yl + (tile - 1), max=H - 1) - my
 
     def q(dx, dy):
-        return ia * dx * dx + 2 * ib * dx * dy + ic * dy * dy
+        return (a * dx + 2 * b * dy) * dx + c * dy * dy
 
-    best = torch.full_like(a, float("inf"))
-    for dx in (dxl, dxh):  # vertical edges: minimise over dy for fixed dx -> dy = -ib dx / ic
-        dy = torch.minimum(torch.maximum(-ib * dx / ic, dyl), dyh)
-        best = torch.minimum(best, q(dx, dy))
-    for dy in (dyl, dyh):
-        dx = torch.minimum(torch.maximum(-ib * dy / ia, dxl), dxh)
-        best = torch.minimum(best, q(dx, dy))
-    best = torch.where(inside, torch.zeros_like(best), best)
-    thr = 2 * torch.log((o.to(dt) * 255.0).clamp_min(1.0))
-    return best <= thr * 1.001 + 1e-3
+    best = torch.minimum(q(dxl, torch.clamp(kx * dxl, dyl, dyh)), q(dxh, torch.clamp(kx * dxh, dyl, dyh)))
+    best = torch.minimum(best, q(torch.clamp(ky * dyl, dxl, dxh), dyl))
+    best = torch.minimum(best, q(torch.clamp(ky * dyh, dxl, dxh), dyh))
+    inside = (dxl <= 0) & (dxh >= 0) & (dyl <= 0) & (dyh >= 0)
+    # rounding margin: relative to the size of the terms of q at the farthest corner, plus a small absolute slack
+    mag = (a.abs() + c.abs() + 2 * b.abs()) * torch.maximum(dxl.abs(), dxh.abs()).square().maximum(
+        torch.maximum(dyl.abs(), dyh.abs()).square())
+    return inside | (best <= thr * 1.001 + 1e-3 + 1e-4 * mag)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # the tile kernel
 # ----------------------------------------------------------------------------------------------------------------
-def _pixel_coords(tiles, gx, dtype):
-    ar = torch.arange(BLOCK, device=tiles.device, dtype=dtype)
-    px = (tiles % gx).to(dtype)[:, None] * BLOCK + ar
-    py = (tiles // gx).to(dtype)[:, None] * BLOCK + ar
+def _pixel_coords(tiles, gx, tile, dtype):
+    ar = torch.arange(tile, device=tiles.device, dtype=dtype)
+    px = (tiles % gx).to(dtype)[:, None] * tile + ar
+    py = (tiles // gx).to(dtype)[:, None] * tile + ar
     return px, py
 
 
-def _chunk_forward(Gp, T_in, px, py, inplace: bool):
-    """One depth chunk for a batch of tiles.
+_LOG_ALPHA_MAX = math.log(ALPHA_MAX)
 
-    ``Gp [n,k,10]`` packed Gaussians (front to back), ``T_in [n,256]`` transmittance entering the chunk
-    (0 = pixel terminated). Returns ``contrib [n,5,256]`` (rgb, depth, alpha weights summed) and ``T_out``."""
-    n, k, _ = Gp.shape
-    dx = Gp[:, :, _MX, None] - px[:, None, :]  # [n,k,16]
-    dy = Gp[:, :, _MY, None] - py[:, None, :]
-    qx = (-0.5 * Gp[:, :, _CA, None]) * dx * dx
-    qy = (-0.5 * Gp[:, :, _CC, None]) * dy * dy
-    bdy = -Gp[:, :, _CB, None] * dy
-    power = qy[..., :, None] + qx[..., None, :]  # [n,k,16(y),16(x)]
-    if inplace:
-        power.addcmul_(bdy[..., :, None], dx[..., None, :])
-        alpha = power.exp_().mul_(Gp[:, :, _OP, None, None]).clamp_max_(ALPHA_MAX)
-    else:
-        power = torch.addcmul(power, bdy[..., :, None], dx[..., None, :])
-        alpha = (torch.exp(power) * Gp[:, :, _OP, None, None]).clamp_max(ALPHA_MAX)
-    alpha = alpha.reshape(n, k, BLOCK * BLOCK)
-    alpha = torch.where(alpha >= ALPHA_MIN, alpha, torch.zeros((), dtype=alpha.dtype, device=alpha.device))
+
+def _fast_table(G):
+    """No-grad table ``[10, N + 1]``: mean x, y, -a/2, -b, -c/2, log(opacity), r, g, b, z (+ a dummy column with
+    log(opacity) = -inf, i.e. alpha = 0, used for padding)."""
+    cols = [G[:, _MX], G[:, _MY], -0.5 * G[:, _CA], -G[:, _CB], -0.5 * G[:, _CC], torch.log(G[:, _OP]),
+            G[:, _R], G[:, _G], G[:, _B], G[:, _Z]]
+    Gt = torch.stack(cols, 0)
+    pad = torch.zeros(_NF, 1, dtype=G.dtype, device=G.device)
+    pad[_OP] = -math.inf
+    return torch.cat([Gt, pad], 1).contiguous()
+
+
+def _chunk_fast(Gp, T_in, px, py, ws, clamp: bool):
+    """One depth chunk for a batch of tiles, no autograd, in-place on the workspace ``ws`` (two flat buffers).
+
+    ``Gp [10, n, k]`` columns of :func:`_fast_table` (front to back), ``T_in [n, t*t]`` transmittance entering
+    the chunk (0 = pixel terminated), ``px``/``py [n, t]`` pixel coordinates. Returns ``contrib [n, 5, t*t]``
+    (rgb, depth, sum of weights) and ``T_out [n, t*t]``.
+
+    Layout ``[n, pixels, k]`` (k innermost); ``alpha = exp(power + log o)``; the early-stop mask is applied only to
+    the few pixels that terminate inside this chunk (their contributions past the stop are subtracted again)."""
+    n, k = Gp.shape[1], Gp.shape[2]
+    t = px.shape[1]
+    npx = t * t
+    dx = Gp[_MX][:, None, :] - px[:, :, None]  # [n, t(x), k]
+    dy = Gp[_MY][:, None, :] - py[:, :, None]  # [n, t(y), k]
+    qx = (dx * Gp[_CA][:, None, :]).mul_(dx)
+    qy = (dy * Gp[_CC][:, None, :]).mul_(dy).add_(Gp[_OP][:, None, :])
+    bdy = dy.mul_(Gp[_CB][:, None, :])
+    A = ws[0][: n * npx * k].view(n, t, t, k)
+    torch.add(qy[:, :, None, :], qx[:, None, :, :], out=A)  # [n, t(y), t(x), k]
+    A.addcmul_(bdy[:, :, None, :], dx[:, None, :, :])
+    if clamp:
+        A.clamp_max_(_LOG_ALPHA_MAX)
+    alpha = torch.threshold_(A.exp_(), ALPHA_MIN_BELOW[A.dtype], 0.0).view(n, npx, k)
+    T = torch.sub(ws[2], alpha, out=ws[1][: n * npx * k].view(n, npx, k))  # 1 - alpha
+    T[:, :, 0].mul_(T_in)
+    T.cumprod_(2)  # transmittance after each Gaussian
+    w = alpha
+    w[:, :, 1:].mul_(T[:, :, :-1])
+    w[:, :, 0].mul_(T_in)
+    T_last = T[:, :, -1]
+    stop = T_last < T_MIN
+    stop &= T_in > 0
+    feats = torch.cat([Gp[_R:_Z + 1], torch.ones_like(Gp[:1])], 0)  # [5, n, k]
+    contrib = torch.bmm(feats.permute(1, 0, 2), w.transpose(1, 2))  # [n, 5, t*t]
+    if bool(stop.any()):
+        flat = torch.nonzero(stop.view(-1)).squeeze(1)
+        ti = torch.div(flat, npx, rounding_mode="floor")
+        removed = w.view(-1, k).index_select(0, flat)
+        removed *= T.view(-1, k).index_select(0, flat) < T_MIN  # [m, k]
+        fix = torch.bmm(removed[:, None, :], feats.index_select(1, ti).permute(1, 2, 0))[:, 0]  # [m, 5]
+        contrib.permute(0, 2, 1).index_put_((ti, flat - ti * npx), -fix, accumulate=True)
+        T_last = T_last.masked_fill(stop, 0.0)
+    return contrib, T_last.contiguous()
+
+
+def _chunk_diff(Gp, T_in, px, py):
+    """Differentiable version of :func:`_chunk_fast` on the raw columns (mean, conic a/b/c, opacity, rgb, z),
+    in the official operation order ``alpha = min(0.99, o exp(-(a dx^2 + c dy^2)/2 - b dx dy))``; used to
+    re-compute a chunk in the backward pass."""
+    n, k = Gp.shape[1], Gp.shape[2]
+    t = px.shape[1]
+    mx, my, ca, cb, cc, op = Gp[_MX], Gp[_MY], Gp[_CA], Gp[_CB], Gp[_CC], Gp[_OP]
+    dx = mx[:, None, :] - px[:, :, None]
+    dy = my[:, None, :] - py[:, :, None]
+    qx = (-0.5 * ca)[:, None, :] * (dx * dx)
+    qy = (-0.5 * cc)[:, None, :] * (dy * dy)
+    bdy = (-cb)[:, None, :] * dy
+    power = torch.addcmul(qy[:, :, None, :] + qx[:, None, :, :], bdy[:, :, None, :], dx[:, None, :, :])
+    alpha = (op[:, None, None, :] * torch.exp(power)).clamp_max(ALPHA_MAX)
+    alpha = torch.threshold(alpha, ALPHA_MIN_BELOW[power.dtype], 0.0).reshape(n, t * t, k)
     om = 1.0 - alpha
-    if inplace:
-        om[:, 0].mul_(T_in)
-    else:
-        om = torch.cat([(om[:, 0] * T_in)[:, None], om[:, 1:]], 1)
-    T_incl = torch.cumprod(om, 1)
-    mask = T_incl >= T_MIN
-    T_excl = torch.cat([T_in[:, None], T_incl[:, :-1]], 1)
-    if inplace:
-        w = alpha.mul_(T_excl).mul_(mask)
-    else:
-        w = alpha * T_excl * mask
-    feats = torch.cat([Gp[:, :, _R:_Z + 1], torch.ones_like(Gp[:, :, :1])], 2)  # [n,k,5]
-    contrib = torch.bmm(feats.transpose(1, 2), w)  # [n,5,256]
-    T_out = torch.where(mask[:, -1], T_incl[:, -1], torch.zeros((), dtype=T_in.dtype, device=T_in.device))
+    om = torch.cat([om[:, :, :1] * T_in[:, :, None], om[:, :, 1:]], 2)
+    T = torch.cumprod(om, 2)
+    T_excl = torch.cat([T_in[:, :, None], T[:, :, :-1]], 2)
+    w = alpha * T_excl * (T >= T_MIN)
+    feats = torch.cat([Gp[_R:_Z + 1], torch.ones_like(Gp[:1])], 0)
+    contrib = torch.bmm(feats.permute(1, 0, 2), w.transpose(1, 2))
+    T_last = T[:, :, -1]
+    T_out = torch.where(T_last >= T_MIN, T_last, torch.zeros_like(T_last))
     return contrib, T_out
+
+
+# threshold(x, th, 0) keeps x > th; use the float just below 1/255 so that alpha >= 1/255 is kept (official rule)
+ALPHA_MIN_BELOW = {
+    dt: torch.nextafter(torch.tensor(ALPHA_MIN, dtype=dt), torch.tensor(0.0, dtype=dt)).item()
+    for dt in (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+}
 
 
 class _Raster(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, G, pair_gid, start, count, gx, gy, chunk, save):
+    def forward(ctx, G, pair_gid, start, count, gx, gy, tile, chunk, save):
         dtype, device = G.dtype, G.device
         N = G.shape[0]
-        Gd = torch.cat([G, torch.zeros(1, _NF, dtype=dtype, device=device)], 0)  # dummy row: opacity 0
+        Gt = _fast_table(G.detach())
+        clamp = bool((G[:, _OP] > ALPHA_MAX).any())
+        npx = tile * tile
         n_tiles = gx * gy
-        acc = torch.zeros(n_tiles, 5, BLOCK * BLOCK, dtype=dtype, device=device)
-        T_run = torch.ones(n_tiles, BLOCK * BLOCK, dtype=dtype, device=device)
+        acc = torch.zeros(n_tiles, 5, npx, dtype=dtype, device=device)
+        T_run = torch.ones(n_tiles, npx, dtype=dtype, device=device)
         order = torch.argsort(count, descending=True, stable=True)
         active = order[count[order] > 0]
         P = pair_gid.numel()
         ar = torch.arange(chunk, device=device)
+        size = active.numel() * npx * min(chunk, int(count.max()) if P else 1)
+        ws = (torch.empty(size, dtype=dtype, device=device), torch.empty(size, dtype=dtype, device=device),
+              torch.ones((), dtype=dtype, device=device))
         steps = []
         s = 0
         while active.numel() > 0:
-            st = start[active][:, None] + s + ar
-            valid = (s + ar)[None, :] < count[active][:, None]
-            gid = torch.where(valid, pair_gid[st.clamp(max=max(P - 1, 0))], N)
-            Gp = Gd[gid]
-            px, py = _pixel_coords(active, gx, dtype)
-            T_in = T_run[active]
-            contrib, T_out = _chunk_forward(Gp, T_in, px, py, inplace=True)
+            cnt_a = count.index_select(0, active)
+            kk = min(chunk, int(cnt_a[0]) - s)  # tiles are sorted by count: the first one is the longest
+            st = start.index_select(0, active)[:, None] + s + ar[:kk]
+            valid = (s + ar[:kk])[None, :] < cnt_a[:, None]
+            gid = pair_gid.index_select(0, st.clamp(max=max(P - 1, 0)).view(-1)).view(st.shape)
+            gid = torch.where(valid, gid, N)
+            Gp = Gt.index_select(1, gid.view(-1)).view(_NF, *gid.shape)
+            px, py = _pixel_coords(active, gx, tile, dtype)
+            T_in = T_run.index_select(0, active)
+            contrib, T_out = _chunk_fast(Gp, T_in, px, py, ws, clamp)
             acc.index_add_(0, active, contrib)
-            T_run[active] = T_out
+            T_run.index_copy_(0, active, T_out)
             if save:
                 steps.append((active, gid, T_in))
-            s += chunk
-            alive = (count[active] > s) & (T_out > 0).any(1)
+            s += kk
+            alive = (cnt_a > s) & (T_out > 0).any(1)
             active = active[alive]
         if save:
             ctx.steps = steps
-            ctx.meta = (gx, gy, N)
+            ctx.meta = (gx, gy, tile, N)
             ctx.save_for_backward(G)
         return acc
 
     @staticmethod
     def backward(ctx, g_acc):
         (G,) = ctx.saved_tensors
-        gx, gy, N = ctx.meta
+        gx, gy, tile, N = ctx.meta
         dtype, device = G.dtype, G.device
-        Gd = torch.cat([G.detach(), torch.zeros(1, _NF, dtype=dtype, device=device)], 0)
-        gG = torch.zeros(N + 1, _NF, dtype=dtype, device=device)
-        g_T = torch.zeros(gx * gy, BLOCK * BLOCK, dtype=dtype, device=device)
+        # raw transposed table [10, N + 1] with a dummy column (opacity 0) for the padding
+        Gt = torch.cat([G.detach().T, torch.zeros(_NF, 1, dtype=dtype, device=device)], 1).contiguous()
+        gGt = torch.zeros(_NF, N + 1, dtype=dtype, device=device)
+        g_T = torch.zeros(gx * gy, tile * tile, dtype=dtype, device=device)
         g_acc = g_acc.contiguous()
         for active, gid, T_in in reversed(ctx.steps):
-            px, py = _pixel_coords(active, gx, dtype)
+            px, py = _pixel_coords(active, gx, tile, dtype)
             with torch.enable_grad():
-                Gp = Gd[gid].requires_grad_(True)
+                Gp = Gt.index_select(1, gid.view(-1)).view(_NF, *gid.shape).requires_grad_(True)
                 Ti = T_in.detach().requires_grad_(True)
-                contrib, T_out = _chunk_forward(Gp, Ti, px, py, inplace=False)
-                dGp, dT = torch.autograd.grad((contrib, T_out), (Gp, Ti), (g_acc[active], g_T[active]))
-            gG.index_add_(0, gid.reshape(-1), dGp.reshape(-1, _NF))
-            g_T[active] = dT
-        return gG[:N], None, None, None, None, None, None, None
+                contrib, T_out = _chunk_diff(Gp, Ti, px, py)
+                dGp, dT = torch.autograd.grad((contrib, T_out), (Gp, Ti),
+                                              (g_acc.index_select(0, active), g_T.index_select(0, active)))
+            gGt.index_add_(1, gid.reshape(-1), dGp.reshape(_NF, -1))
+            g_T.index_copy_(0, active, dT)
+        return gGt[:, :N].T, None, None, None, None, None, None, None, None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -333,7 +401,8 @@ def _bg_tensor(bg, dtype, device):
 
 
 def rasterize(gaussians, camera, bg=(1.0, 1.0, 1.0), *, ssaa: int = 1, kernel_size: float = KERNEL_SIZE,
-              scale_modifier: float = 1.0, chunk: int = 32, tight_culling: bool = True) -> dict[str, torch.Tensor]:
+              scale_modifier: float = 1.0, chunk: int = 32, tile: int = 8,
+              tight_culling: bool = True) -> dict[str, torch.Tensor]:
     """Render one view.
 
     ``gaussians``: a :class:`~ss4d.render.gaussians.Gaussians` (activated properties are used), a dict with
@@ -352,14 +421,14 @@ def rasterize(gaussians, camera, bg=(1.0, 1.0, 1.0), *, ssaa: int = 1, kernel_si
     W, H = cam.width, cam.height
     dtype, device = means.dtype, means.device
     proj = project_gaussians(means, scales, rotations, opacities, cam, kernel_size, scale_modifier)
-    pair_gid, start, count, gx, gy = _bin(proj["means2d"].detach(), proj["cov2d"].detach(),
+    pair_gid, start, count, gx, gy = _bin(proj["means2d"].detach(), proj["cov2d"].detach(), proj["conic"].detach(),
                                           proj["opacity"].detach(), proj["depth"].detach(), proj["radius"], W, H,
-                                          tight=tight_culling)
+                                          tile=tile, tight=tight_culling)
     G = torch.cat([proj["means2d"], proj["conic"], proj["opacity"][:, None], colors.to(dtype),
                    proj["depth"][:, None]], 1)
     need_grad = torch.is_grad_enabled() and G.requires_grad
-    acc = _Raster.apply(G, pair_gid, start, count, gx, gy, int(chunk), need_grad)
-    img = acc.reshape(gy, gx, 5, BLOCK, BLOCK).permute(2, 0, 3, 1, 4).reshape(5, gy * BLOCK, gx * BLOCK)
+    acc = _Raster.apply(G, pair_gid, start, count, gx, gy, tile, int(chunk), need_grad)
+    img = acc.reshape(gy, gx, 5, tile, tile).permute(2, 0, 3, 1, 4).reshape(5, gy * tile, gx * tile)
     img = img[:, :H, :W]
     if s > 1:
         img = F.avg_pool2d(img[None], s)[0]

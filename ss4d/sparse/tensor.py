@@ -35,6 +35,8 @@ def _validate(feats: torch.Tensor, coords: torch.Tensor, batch_size: int | None)
     if (coords[:, 1:] >= MAX_COORD).any():
         raise ValueError(f"SparseTensor spatial coords must be < {MAX_COORD} (found an out-of-range coordinate)")
     b = coords[:, 0].long()
+    if int(b.max()) >= MAX_COORD:
+        raise ValueError(f"SparseTensor batch index must be < {MAX_COORD} (found an out-of-range batch index)")
     if batch_size is not None and int(b.max()) >= batch_size:
         raise ValueError(f"SparseTensor batch index {int(b.max())} out of range for batch_size {batch_size}")
     if n > 1:
@@ -125,6 +127,10 @@ class SparseTensor:
         return SparseTensor(feats, coords, batch_size if batch_size is not None else None, check=False)
 
     def to(self, device=None, dtype=None) -> SparseTensor:
+        """`.to(dtype)`, `.to(device)` or `.to(device, dtype)`; coords stay int32, the cache is shared when the
+        device does not change."""
+        if isinstance(device, torch.dtype):
+            device, dtype = None, device
         feats = self.feats.to(device=device, dtype=dtype)
         if device is None or torch.device(device) == self.coords.device:
             return SparseTensor(feats, self.coords, self.batch_size, check=False, cache=self.cache)

@@ -1,0 +1,120 @@
+"""Hammersley sphere cameras, as the TRELLIS dataset toolkit places its 150 feature / VAE render views.
+
+The official ``dataset_toolkits/utils.py`` + ``render.py``::
+
+    offset = (rand(), rand())                                  # one random offset per object
+    u, v = (i / N, radical_inverse(2, i))                      # 2D Hammersley point i of N
+    u += offset[0] / N;  v += offset[1]
+    pitch = arccos(1 - 2u) - pi/2;  yaw = 2 pi v
+    camera at r (cos yaw cos pitch, sin yaw cos pitch, sin pitch), looking at the origin (z-up world), r = 2, fov 40 deg
+
+``u`` stays in ``[0, 1)`` so the pitch covers ``[-90, 90)`` degrees with an area-uniform distribution; ``v`` may
+exceed 1, which only wraps the yaw.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ss4d.render.camera import Camera, intrinsics_from_fov
+
+__all__ = [
+    "radical_inverse",
+    "hammersley_sequence",
+    "sphere_hammersley_sequence",
+    "hammersley_views",
+    "hammersley_cameras",
+    "look_at_camera",
+]
+
+PRIMES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53)
+
+
+def radical_inverse(base: int, n: int) -> float:
+    """Van der Corput radical inverse of the integer ``n`` in ``base``."""
+    val, inv_base = 0.0, 1.0 / base
+    f = inv_base
+    while n > 0:
+        n, digit = divmod(n, base)
+        val += digit * f
+        f *= inv_base
+    return val
+
+
+def hammersley_sequence(dim: int, n: int, num_samples: int) -> list[float]:
+    """Point ``n`` of the ``dim``-dimensional Hammersley set of ``num_samples`` points:
+    ``(n / N, radinv_2(n), radinv_3(n), ...)``."""
+    return [n / num_samples] + [radical_inverse(PRIMES[d], n) for d in range(dim - 1)]
+
+
+def sphere_hammersley_sequence(n: int, num_samples: int, offset=(0.0, 0.0), remap: bool = False
+                               ) -> tuple[float, float]:
+    """``(yaw, pitch)`` in radians of view ``n`` of ``num_samples`` (official ``sphere_hammersley_sequence``)."""
+    u, v = hammersley_sequence(2, n, num_samples)
+    u += offset[0] / num_samples
+    v += offset[1]
+    if remap:
+        u = 2 * u if u < 0.25 else 2 / 3 * u + 1 / 3
+    pitch = math.acos(1 - 2 * u) - math.pi / 2
+    yaw = v * 2 * math.pi
+    return yaw, pitch
+
+
+def _rng(seed=None, rng=None) -> np.random.Generator:
+    if rng is not None:
+        return rng
+    return np.random.default_rng(seed)
+
+
+def hammersley_views(num_views: int, radius: float = 2.0, fov: float = math.radians(40), offset=None, seed=None,
+                     rng: np.random.Generator | None = None) -> list[dict]:
+    """The official view list ``[{yaw, pitch, radius, fov}]`` (radians). ``offset`` defaults to a random
+    ``(u, v)`` offset in ``[0,1)^2`` drawn from ``rng`` / ``seed`` (the official ``np.random.rand()`` twice)."""
+    if offset is None:
+        r = _rng(seed, rng)
+        offset = (float(r.random()), float(r.random()))
+    out = []
+    for i in range(int(num_views)):
+        y, p = sphere_hammersley_sequence(i, num_views, offset)
+        out.append({"yaw": y, "pitch": p, "radius": float(radius), "fov": float(fov)})
+    return out
+
+
+def look_at_camera(eye, target=(0.0, 0.0, 0.0), fov: float = math.radians(40), width: int = 512,
+                   height: int | None = None, near: float = 0.8, far: float = 1.6) -> Camera:
+    """OpenCV look-at camera in the z-up world that stays defined straight above / below the target
+    (there the image "up" falls back to the world -x / +x direction, continuous with the views at yaw 0)."""
+    height = width if height is None else height
+    eye = torch.as_tensor(eye, dtype=torch.float64)
+    target = torch.as_tensor(target, dtype=torch.float64)
+    z = target - eye
+    z = z / z.norm()
+    up = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    x = torch.linalg.cross(-up, z)
+    if float(x.norm()) < 1e-6:  # looking straight down (z = -up) or up: pick up = +-x so that x stays continuous
+        up = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64) * (-1.0 if float(z[2]) < 0 else 1.0)
+        x = torch.linalg.cross(-up, z)
+    x = x / x.norm()
+    y = torch.linalg.cross(z, x)
+    R = torch.stack([x, y, z], 0)
+    E = torch.eye(4, dtype=torch.float64)
+    E[:3, :3] = R
+    E[:3, 3] = -(R @ eye)
+    return Camera(E.float(), intrinsics_from_fov(fov), width, height, near, far)
+
+
+def hammersley_cameras(num_views: int, radius: float = 2.0, fov: float = math.radians(40), width: int = 512,
+                       height: int | None = None, offset=None, seed=None, rng: np.random.Generator | None = None,
+                       near: float = 0.8, far: float = 1.6) -> list[Camera]:
+    """``num_views`` :class:`Camera` s on the Hammersley sphere (see the module docstring), looking at the origin.
+
+    ``near``/``far`` default to the official Gaussian-render planes for radius 2 (0.8, 1.6)."""
+    views = hammersley_views(num_views, radius, fov, offset, seed, rng)
+    cams = []
+    for v in views:
+        y, p = v["yaw"], v["pitch"]
+        eye = (radius * math.cos(y) * math.cos(p), radius * math.sin(y) * math.cos(p), radius * math.sin(p))
+        cams.append(look_at_camera(eye, (0.0, 0.0, 0.0), fov, width, height, near, far))
+    return cams

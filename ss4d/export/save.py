@@ -1,0 +1,60 @@
+"""Write a whole generation result: exports (PLY frames, .ss4d container, animated GLB, web viewer) and renders.
+
+Everything is written into a temporary folder next to the target and renamed into place at the end, so a
+failed run leaves nothing half-written and an existing output is only replaced with `overwrite=True`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..io_utils import atomic_dir
+from .container import save_4d
+from .glb import gaussians_to_glb
+from .ply import save_ply
+from .renders import write_all_renders
+from .viewer import write_viewer
+
+
+def export_plys(gaussians_list, folder, overwrite: bool = False) -> list[Path]:
+    folder = Path(folder)
+    with atomic_dir(folder, overwrite=overwrite) as tmp:
+        names = [f"frame_{t:03d}.ply" for t in range(len(gaussians_list))]
+        for g, n in zip(gaussians_list, names):
+            save_ply(g, Path(tmp) / n)
+    return [folder / n for n in names]
+
+
+def export_glb(gaussians_list, coords, path, fps: float, resolution: int | None = None) -> Path:
+    res = resolution or _grid_resolution(coords)
+    return gaussians_to_glb(path, gaussians_list, fps, coords=coords, resolution=res)
+
+
+def _grid_resolution(coords) -> int:
+    if not coords:
+        return 64
+    m = max(int(c.max()) for c in coords if len(c)) + 1
+    return 32 if m <= 32 else 64
+
+
+def save_result(result, out_dir, overwrite: bool = False, renders: bool = True, render_size: int = 256) -> Path:
+    out_dir = Path(out_dir)
+    res = _grid_resolution(result.coords)
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        tmp = Path(tmp)
+        (tmp / "ply").mkdir()
+        plys = []
+        for t, g in enumerate(result.gaussians):
+            p = tmp / "ply" / f"frame_{t:03d}.ply"
+            save_ply(g, p)
+            plys.append(p)
+        save_4d(tmp / "result.ss4d", result.gaussians, result.fps,
+                coords=[c.int() for c in result.coords],
+                extra_meta={"seed": result.meta.get("seed"), "voxel_resolution": res,
+                            "timings": result.timings}, input_frames=result.frames)
+        gaussians_to_glb(tmp / "animation.glb", result.gaussians, result.fps, coords=result.coords,
+                         resolution=res)
+        write_viewer(tmp, plys, result.fps)
+        if renders:
+            write_all_renders(tmp / "renders", result.gaussians, result.frames, result.coords, result.fps,
+                              resolution=render_size, voxel_resolution=res)
+    return out_dir

@@ -38,13 +38,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 
-from ss4d.io_utils import atomic_dir, atomic_write_text
+from ss4d.io_utils import atomic_dir, atomic_file, atomic_write_text
 from ss4d.render.camera import Camera
 
 from .features import get_encoder, voxel_features
 from .hammersley import hammersley_cameras
 from .procedural import make_clip, render_views
-from .voxelize import occupancy_grid
 
 __all__ = [
     "FORMAT",
@@ -52,6 +51,7 @@ __all__ = [
     "collate",
     "clip_id",
     "clip_seed",
+    "extract_features",
     "read_manifest",
     "verify_clip",
     "verify_dataset",
@@ -185,15 +185,17 @@ def write_clip(path, clip, view_cameras, *, view_size: int, cond_size: int, enco
             "cond_extrinsics": ce.contiguous(), "cond_intrinsics": ci.contiguous(),
             "normalization": torch.tensor(list(clip.center) + [clip.scale], dtype=torch.float32),
         }
-        meta = {"format": FORMAT, "resolution": str(R), "num_frames": str(T), "num_views": str(V),
-                "feature": enc_name, "feat_dim": str(int(tensors["feats"].shape[1]))}
-        save_file(tensors, str(tmp / "frames.safetensors"), metadata=meta)
+        meta = {"format": FORMAT, "resolution": R, "num_frames": T, "num_views": V, "feature": enc_name,
+                "feat_dim": int(tensors["feats"].shape[1])}
+        # a single metadata entry: safetensors serialises its metadata map in arbitrary order, and the file's
+        # bytes (sha256) must be reproducible
+        save_file(tensors, str(tmp / "frames.safetensors"), metadata={"ss4d": json.dumps(meta, sort_keys=True)})
         cams_json = {"views": [[c.to_dict() for c in cams] for cams in per_frame],
                      "cond": [c.to_dict() for c in cond_cams]}
         (tmp / "cameras.json").write_text(json.dumps(cams_json), encoding="utf-8")
         (tmp / "meta.json").write_text(json.dumps(clip.recipe(), sort_keys=True), encoding="utf-8")
         files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
-    flags = ["static"] if clip.static else []
+    flags = (["static"] if clip.static else []) + (["orbit_cond"] if clip.input_camera_params["orbit"] else [])
     return {"id": path.name, "format": FORMAT, "kind": clip.kind, "num_frames": T, "resolution": R,
             "num_views": V, "view_size": int(view_size), "cond_size": int(cond_size), "feature": enc_name,
             "feat_dim": int(tensors["feats"].shape[1]), "num_voxels": nvox, "flags": flags, "files": files}
@@ -322,6 +324,58 @@ def write_procedural_dataset(out, num_clips: int, T: int = 16, R: int = 64, V: i
     return summary
 
 
+def _rewrite_manifest(root: Path, rows: list[dict]) -> None:
+    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+    atomic_write_text(root / MANIFEST, text, overwrite=True)
+
+
+def extract_features(root, encoder, name: str | None = None, *, batch_views: int = 16, overwrite: bool = False,
+                     dtype=torch.float16) -> dict:
+    """Compute another per-voxel feature set for every clip of a dataset from its stored view PNGs (e.g. DINOv2
+    with the model loaded once, in this process) and store it as ``clips/<id>/feats_<name>.safetensors``
+    (``feats [N, C]`` fp16, rows aligned with ``frames.safetensors``' ``coords``). Each manifest row gains the file's
+    sha256 in ``files`` and ``features[name] = C``. Clips that already have the file are skipped unless
+    ``overwrite``. Do not run it while a writer appends to the same dataset. Returns ``{"written", "skipped",
+    "failed"}``."""
+    root = Path(root)
+    enc_name, _ = get_encoder(encoder)
+    name = name or enc_name
+    if not name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"feature set name {name!r} must be alphanumeric (with - or _)")
+    rows = read_manifest(root)
+    written, skipped, failed = [], [], []
+    for row in rows:
+        rel = f"feats_{name}.safetensors"
+        d = root / "clips" / row["id"]
+        if rel in row.get("files", {}) and (d / rel).exists() and not overwrite:
+            skipped.append(row["id"])
+            continue
+        try:
+            t = load_file(str(d / "frames.safetensors"))
+            off, coords = t["frame_offsets"], t["coords"]
+            S, Vn = int(row["view_size"]), int(row["num_views"])
+            out = []
+            for f in range(int(row["num_frames"])):
+                imgs = torch.stack([torch.from_numpy(_read_png(d / "views" / f"f{f:03d}_v{v:03d}.png"))
+                                    .permute(2, 0, 1) for v in range(Vn)])
+                cams = _cams(t["view_extrinsics"][f], t["view_intrinsics"][f], S)
+                out.append(voxel_features(coords[off[f]:off[f + 1], 1:], int(row["resolution"]), imgs, cams,
+                                          encoder, batch_views, dtype))
+            feats = torch.cat(out).contiguous()
+            meta = json.dumps({"feature": name, "feat_dim": int(feats.shape[1])}, sort_keys=True)
+            with atomic_file(d / rel, overwrite=True) as tmp:
+                save_file({"feats": feats}, str(tmp), metadata={"ss4d": meta})
+            row.setdefault("files", {})[rel] = sha256_file(d / rel)
+            row.setdefault("features", {})[name] = int(feats.shape[1])
+            written.append(row["id"])
+        except Exception as e:  # noqa: BLE001
+            failed.append({"id": row["id"], "error": f"{type(e).__name__}: {e}"})
+            log.warning("features %s for clip %s failed: %s", name, row["id"], e)
+    if written:
+        _rewrite_manifest(root, rows)
+    return {"written": written, "skipped": skipped, "failed": failed, "name": name}
+
+
 # ================================================================================================================
 # verification and loading
 # ================================================================================================================
@@ -375,7 +429,7 @@ def load_clip(root, clip: str | dict) -> dict:
 
 def _read_png(path: Path) -> np.ndarray:
     with Image.open(path) as im:
-        return np.asarray(im.convert("RGBA"))
+        return np.array(im.convert("RGBA"))
 
 
 class ClipDataset(Dataset):
@@ -399,7 +453,8 @@ class ClipDataset(Dataset):
 
     def __init__(self, root, num_frames: int, stride: int = 1, views_per_frame: int = 1, transform=None, *,
                  windows: str = "all", view_selection: str = "random", verify: str | bool = "quick",
-                 load_views: bool = True, load_cond: bool = True, seed: int | None = None):
+                 load_views: bool = True, load_cond: bool = True, seed: int | None = None,
+                 feature: str | None = None):
         self.root = Path(root)
         self.num_frames = int(num_frames)
         self.stride = int(stride)
@@ -413,6 +468,7 @@ class ClipDataset(Dataset):
             raise ValueError("num_frames and stride must be >= 1, views_per_frame >= 0")
         self.windows, self.view_selection = windows, view_selection
         self.load_views, self.load_cond, self.seed = load_views, load_cond, seed
+        self.feature = feature
         if not (self.root / MANIFEST).exists():
             raise FileNotFoundError(f"{self.root / MANIFEST} not found (not a clip dataset)")
         span = (self.num_frames - 1) * self.stride + 1
@@ -422,6 +478,8 @@ class ClipDataset(Dataset):
             reason = verify_clip(self.root, row, full=(verify == "full")) if verify else None
             if reason is None and row["num_frames"] < span:
                 reason = f"only {row['num_frames']} frames, a window needs {span}"
+            if reason is None and feature is not None and f"feats_{feature}.safetensors" not in row.get("files", {}):
+                reason = f"no feature set {feature!r} (run extract_features)"
             if reason is None and self.views_per_frame > row["num_views"]:
                 reason = f"only {row['num_views']} views per frame, {self.views_per_frame} requested"
             if reason:
@@ -456,6 +514,11 @@ class ClipDataset(Dataset):
             t = load_file(str(d / "frames.safetensors"))
         except Exception as e:  # noqa: BLE001
             raise RuntimeError(f"clip {row['id']}: cannot read frames.safetensors ({e})") from e
+        if self.feature is not None:
+            try:
+                t["feats"] = load_file(str(d / f"feats_{self.feature}.safetensors"))["feats"]
+            except Exception as e:  # noqa: BLE001
+                raise RuntimeError(f"clip {row['id']}: cannot read feature set {self.feature!r} ({e})") from e
         off = t["frame_offsets"]
         R = int(row["resolution"])
         coords, feats = [], []

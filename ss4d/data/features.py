@@ -48,7 +48,8 @@ def get_encoder(encoder) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
     """``(name, callable)`` for a registered name or a callable (name from ``encoder.name`` / its class)."""
     if isinstance(encoder, str):
         if encoder not in ENCODERS:
-            raise ValueError(f"unknown feature encoder {encoder!r}; registered: {sorted(ENCODERS)} (or pass a callable)")
+            raise ValueError(f"unknown feature encoder {encoder!r}; registered: {sorted(ENCODERS)} "
+                             "(or pass a callable)")
         return encoder, ENCODERS[encoder]
     if callable(encoder):
         name = getattr(encoder, "name", None) or getattr(encoder, "__name__", None) or type(encoder).__name__

@@ -27,7 +27,8 @@ Per frame ``t`` a :class:`ProceduralClip` provides: surface points / normals / c
 resolution ``R`` (:func:`~ss4d.data.voxelize.voxelize_points` of the points), and small flat 3D Gaussians on the
 samples (rendered with :func:`ss4d.render.rasterize`). :func:`render_views` renders RGBA views and
 ``clip.input_cameras`` is a monocular "input video" camera path (fixed camera with random fov in [30, 50] deg and
-elevation in [-10, 30] deg, distance so that the clip's bounding sphere fills the frame; optionally a slow orbit).
+elevation in [-10, 30] deg, at the distance where the clip's surface over all frames fills 80-95 % of the frame;
+optionally a slow orbit).
 
 Everything is seeded by ``numpy.random.default_rng(seed)`` and computed in float64 numpy, so a seed gives the same
 clip on every machine.
@@ -200,7 +201,8 @@ def _extent(shape: str, size) -> np.ndarray:
 def _hash01(ix, iy, iz, seed: int) -> np.ndarray:
     """Deterministic pseudo-random values in [0,1) for integer lattice points (64-bit integer mixing)."""
     with np.errstate(over="ignore"):
-        h = (ix.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ (iy.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F))
+        h = ix.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        h ^= iy.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
         h ^= iz.astype(np.uint64) * np.uint64(0x165667B19E3779F9)
         h ^= np.uint64(seed & 0xFFFFFFFF) * np.uint64(0x27D4EB2F165667C5)
         h ^= h >> np.uint64(33)
@@ -242,7 +244,8 @@ def _texture(tex: dict, p: np.ndarray) -> np.ndarray:
         k = np.floor(q * tex["freq"]).astype(np.int64).sum(1)
         m = (k % 2).astype(np.float64)
     elif kind == "noise":
-        v = _value_noise(q * tex["freq"], tex["seed"]) * 0.65 + _value_noise(q * tex["freq"] * 2.3, tex["seed"] + 1) * 0.35
+        v = (_value_noise(q * tex["freq"], tex["seed"]) * 0.65
+             + _value_noise(q * tex["freq"] * 2.3, tex["seed"] + 1) * 0.35)
         m = np.clip((v - 0.5) * tex["contrast"] + 0.5, 0, 1)
     elif kind == "spots":
         centres = np.asarray(tex["centres"])
@@ -653,8 +656,9 @@ def _tmpl_plant(rng):
                           leaf_tex))
     fr = rng.uniform(0.08, 0.14)
     parts.append(Part("flower", "ellipsoid", [fr, fr, fr * 0.7], 1, [0, 0, 2 * sl + sr], np.eye(3).tolist(),
-                      [0, 0, fr * 0.5], [], {"grow": {"type": "pulse", "amp": [0.15, 0.15, 0.1],
-                                                      "period": _period(rng, 8, 20), "phase": float(rng.uniform(0, TAU))}},
+                      [0, 0, fr * 0.5], [],
+                      {"grow": {"type": "pulse", "amp": [0.15, 0.15, 0.1], "period": _period(rng, 8, 20),
+                                "phase": float(rng.uniform(0, TAU))}},
                       _random_texture(rng, fr, rng.uniform())))
     fi = len(parts) - 1
     npet = int(rng.integers(4, 9))
@@ -878,27 +882,49 @@ def _shade(albedo: np.ndarray, normals: np.ndarray) -> np.ndarray:
     return np.clip(albedo * light[:, None], 0.0, 1.0)
 
 
-def input_camera_path(num_frames: int, rng: np.random.Generator, bound_radius: float, *,
+def input_camera_path(num_frames: int, rng: np.random.Generator, bound_radius: float, points=None, *,
                       fov_range_deg=(30.0, 50.0), elevation_range_deg=(-10.0, 30.0), orbit_prob: float = 0.3,
-                      orbit_rate_deg=(0.5, 2.0), margin_range=(1.0, 1.12), size: int = 512) -> tuple[list, dict]:
-    """Monocular input-video cameras: one camera looking at the origin with a random fov / elevation / yaw,
-    at distance ``margin * bound_radius / sin(fov / 2)`` (the clip's bounding sphere fills the frame); with
-    probability ``orbit_prob`` it slowly orbits (constant yaw rate). Returns ``(cameras [T], params)``."""
+                      orbit_rate_deg=(0.5, 2.0), fill_range=(0.8, 0.95), size: int = 512) -> tuple[list, dict]:
+    """Monocular input-video cameras looking at the origin with a random fov / elevation / yaw; with probability
+    ``orbit_prob`` the camera slowly orbits (constant yaw rate), otherwise it is fixed.
+
+    The distance is the smallest for which every surface point of every frame (``points [T, P, 3]``, canonical)
+    projects within ``fill`` (drawn from ``fill_range``) of the half-frame around the centre, i.e. the object
+    fills the frame over the whole clip (closed form: ``d >= |X| / s - z.x`` per point with ``s = fill / (2 f)``).
+    Without ``points`` the bounding sphere of radius ``bound_radius`` is fitted instead
+    (``d = bound_radius / (fill sin(fov / 2))``). Returns ``(cameras [T], params)``."""
     fov = math.radians(rng.uniform(*fov_range_deg))
     elev = math.radians(rng.uniform(*elevation_range_deg))
     yaw0 = rng.uniform(0, TAU)
-    margin = rng.uniform(*margin_range)
+    fill = rng.uniform(*fill_range)
     orbit = bool(rng.uniform() < orbit_prob)
     rate = math.radians(rng.uniform(*orbit_rate_deg)) * rng.choice([-1, 1]) if orbit else 0.0
-    radius = margin * bound_radius / math.sin(fov / 2)
-    cams = []
+    dirs = []
     for t in range(num_frames):
         y = yaw0 + rate * t
-        eye = (radius * math.cos(y) * math.cos(elev), radius * math.sin(y) * math.cos(elev), radius * math.sin(elev))
+        dirs.append(np.array([math.cos(y) * math.cos(elev), math.sin(y) * math.cos(elev), math.sin(elev)]))
+    if points is None:
+        radius = bound_radius / (fill * math.sin(fov / 2))
+    else:
+        pts = np.asarray(points, dtype=np.float64)
+        s = fill * math.tan(fov / 2)  # |X| / Z <= fill tan(fov / 2)  <=>  |u - 0.5| <= fill / 2
+        radius = 0.0
+        for t in range(num_frames):
+            zc = -dirs[t]  # camera forward
+            xc = np.cross([0.0, 0.0, -1.0], zc)
+            xc /= np.linalg.norm(xc)
+            yc = np.cross(zc, xc)
+            p = pts[t if pts.shape[0] == num_frames else 0]
+            X, Y, W = p @ xc, p @ yc, p @ zc
+            need = np.maximum(np.abs(X), np.abs(Y)) / s - W
+            radius = max(radius, float(need.max()), float((0.3 - W).max()))
+    cams = []
+    for t in range(num_frames):
+        eye = radius * dirs[t]
         cams.append(look_at_camera(eye, (0.0, 0.0, 0.0), fov, size, size, near=max(0.05, radius - 1.0),
                                    far=radius + 1.0))
     params = {"fov": fov, "elevation": elev, "yaw0": yaw0, "yaw_rate": float(rate), "radius": radius,
-              "orbit": orbit, "bound_radius": float(bound_radius)}
+              "orbit": orbit, "fill": float(fill), "bound_radius": float(bound_radius)}
     return cams, params
 
 
@@ -949,7 +975,7 @@ def make_clip(seed: int, num_frames: int = 16, resolution: int = 64, *, kind: st
     gs = gaussian_scale * np.sqrt(a_rest[None] * np.stack(As)) * scale
     is_static = bool(static or T == 1 or float(np.abs(Xc - Xc[:1]).max()) < 1e-4)
     bound_radius = float(np.linalg.norm(Xc, axis=2).max())
-    cams, cam_params = input_camera_path(T, np.random.default_rng([int(seed), 2]), bound_radius,
+    cams, cam_params = input_camera_path(T, np.random.default_rng([int(seed), 2]), bound_radius, Xc,
                                          fov_range_deg=input_fov_range_deg,
                                          elevation_range_deg=input_elevation_range_deg, orbit_prob=orbit_prob,
                                          size=input_size)

@@ -104,11 +104,27 @@ def save_4d(path, gaussians_list, fps: float, coords=None, extra_meta: dict | No
     if not (fps > 0 and math.isfinite(fps)):
         raise ValueError(f"fps must be a positive number, got {fps}")
     tensors: dict[str, torch.Tensor] = {}
+    used: dict[int, list[tuple[int, int]]] = {}  # storage -> byte ranges already referenced
+
+    def own(v: torch.Tensor) -> torch.Tensor:
+        # safetensors refuses entries that overlap in memory (a frame repeated, aliased views): copy those
+        v = v.detach().cpu().contiguous()
+        if v.numel() == 0:
+            return v
+        ptr = v.untyped_storage().data_ptr()
+        lo = v.storage_offset() * v.element_size()
+        hi = lo + v.numel() * v.element_size()
+        if any(a < hi and lo < b for a, b in used.get(ptr, [])):
+            v = v.clone()
+            ptr, lo, hi = v.untyped_storage().data_ptr(), 0, v.numel() * v.element_size()
+        used.setdefault(ptr, []).append((lo, hi))
+        return v
+
     for t, g in enumerate(gl):
         if not isinstance(g, Gaussians):
             raise TypeError(f"frame {t} is a {type(g).__name__}, not a Gaussians")
         for k, v in g.raw_tensors().items():
-            tensors[f"frame{t}.{k}"] = v.detach().cpu().contiguous()
+            tensors[f"frame{t}.{k}"] = own(v)
     if coords is not None:
         for t, c in enumerate(split_coords(coords, len(gl))):
             tensors[f"frame{t}.coords"] = c

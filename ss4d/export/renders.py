@@ -142,8 +142,10 @@ def _input_arrays(input_frames, input_alpha=None) -> tuple[list[np.ndarray], lis
             masks.append(None)
     if any(m is None for m in masks):
         border = np.concatenate([np.concatenate([f[0], f[-1], f[:, 0], f[:, -1]]) for f in frames])
-        if border.astype(np.float32).mean() < 4.0:  # black surround: premultiplied frames
+        if border.astype(np.float32).mean() < 4.0:  # black surround: premultiplied frames, guess the masks
             masks = [(f.max(2) > 8).astype(np.float32) for f in frames]
+            rgbs = [np.clip(f.astype(np.float32) + 255.0 * (1 - m[..., None]), 0, 255).astype(np.uint8)
+                    for f, m in zip(frames, masks)]
         else:
             masks = None
     return rgbs, masks
@@ -192,15 +194,17 @@ def _frame_voxels(gaussians_list: Sequence, coords: Sequence | None, voxel_resol
 
 
 def estimate_input_view(gaussians_list: Sequence, input_frames, input_alpha=None, *, coords: Sequence | None = None,
-                        res: int = 48, max_frames: int = 4, yaw_step_deg: float = 10.0,
-                        pitches_deg: Sequence[float] = (-15.0, 0.0, 15.0, 30.0), radius: float = DEFAULT_RADIUS,
+                        res: int = 48, max_frames: int = 3, yaw_step_deg: float = 15.0,
+                        coarse_pitches_deg: Sequence[float] = (0.0, 20.0), num_seeds: int = 3, refine_steps: int = 3,
+                        pitch_range_deg: tuple[float, float] = (-30.0, 45.0), radius: float = DEFAULT_RADIUS,
                         fov_deg: float = DEFAULT_FOV_DEG, voxel_resolution: int = 64) -> dict | None:
     """Estimate the camera of the input video in the output's canonical frame.
 
     Cheap proxy renders: the frames' voxels (``coords``, or voxels of the Gaussian centres) drawn as flat-coloured
-    cubes at ``res`` pixels for up to ``max_frames`` frames. Every candidate (yaw grid at elevation 0, then the best
-    yaw +-``yaw_step/2`` at ``pitches_deg``) is cropped like the preprocessing (1.2 x the union bounding box over
-    the frames) and scored by mask IoU minus half the colour L1 against the input.
+    cubes at ``res`` pixels for up to ``max_frames`` frames. Candidate poses: a yaw grid at ``coarse_pitches_deg``,
+    then ``refine_steps`` rounds of a shrinking 3x3 yaw/elevation neighbourhood search around each of the
+    ``num_seeds`` best coarse poses. Each candidate is cropped like the preprocessing (1.2 x the union bounding box
+    over the frames) and scored by mask IoU minus half the colour L1 against the input.
     Returns ``{"yaw_deg", "pitch_deg", "crop" (normalised box of the uncropped view), "score"}``, or None when the
     input gives no usable masks (no alpha and no black surround)."""
     rgbs, masks = _input_arrays(input_frames, input_alpha)
@@ -208,8 +212,9 @@ def estimate_input_view(gaussians_list: Sequence, input_frames, input_alpha=None
     if masks is None or len(rgbs) != T:
         return None
     idx = sorted({round(i * (T - 1) / max(max_frames - 1, 1)) for i in range(min(max_frames, T))})
-    tgt_m = [_resize(masks[i], res) for i in idx]
-    tgt_c = [_resize(rgbs[i], res).astype(np.float32) / 255.0 for i in idx]
+    box_filter = Image.Resampling.BOX  # area averages, like the supersampled proxy renders
+    tgt_m = [_resize(masks[i], res, box_filter) for i in idx]
+    tgt_c = [_resize(rgbs[i], res, box_filter).astype(np.float32) / 255.0 for i in idx]
     if sum(float(m.sum()) for m in tgt_m) < 1:
         return None
     vox, cols = _frame_voxels(gaussians_list, coords, voxel_resolution)
@@ -217,39 +222,57 @@ def estimate_input_view(gaussians_list: Sequence, input_frames, input_alpha=None
         return None
     big = 2 * res  # the uncropped view, wider than the crop
 
-    def draw(i, cam):
-        img, a = render_voxels(vox[i], cols[i], cam, voxel_resolution, ssaa=1, shading=False, return_alpha=True,
+    def draw(i, cam, ssaa):
+        img, a = render_voxels(vox[i], cols[i], cam, voxel_resolution, ssaa=ssaa, shading=False, return_alpha=True,
                                bg=(1.0, 1.0, 1.0))
         return img.astype(np.float32) / 255.0, a
 
     def score(yaw, pitch):
         cam = _camera(yaw, pitch, big, radius, fov_deg)
-        box = _crop_box([draw(i, cam)[1] for i in idx])
+        box = _crop_box([draw(i, cam, 1)[1] for i in idx])
         if box is None:
             return -1.0, None
         ccam = cropped_camera(cam, box, res, res)
         s = 0.0
         for i, tm, tc in zip(idx, tgt_m, tgt_c):
-            c, a = draw(i, ccam)
+            c, a = draw(i, ccam, 2)
             union = np.maximum(a, tm).sum() + 1e-6
             both = np.minimum(a, tm)[..., None]
             l1 = float((np.abs(c - tc) * both).sum() / (3 * both.sum() + 1e-6))
             s += float(both.sum() / union) - 0.5 * l1
         return s / len(idx), box
 
-    best = (-2.0, 0.0, 0.0, None)
-    for yaw in np.arange(0.0, 360.0, yaw_step_deg):
-        s, box = score(float(yaw), 0.0)
-        if s > best[0]:
-            best = (s, float(yaw), 0.0, box)
-    y0 = best[1]
-    for yaw in (y0 - yaw_step_deg / 2, y0, y0 + yaw_step_deg / 2):
-        for pitch in pitches_deg:
-            if yaw == y0 and pitch == 0.0:
-                continue
-            s, box = score(yaw % 360.0, float(pitch))
-            if s > best[0]:
-                best = (s, yaw % 360.0, float(pitch), box)
+    cache: dict = {}
+
+    def consider(best, yaw, pitch):
+        key = (round(yaw % 360.0, 6), round(pitch, 6))
+        if key not in cache:
+            cache[key] = score(*key)
+        sc, box = cache[key]
+        return (sc, key[0], key[1], box) if sc > best[0] else best
+
+    coarse = [consider((-2.0, 0.0, 0.0, None), float(y), float(p))
+              for p in coarse_pitches_deg for y in np.arange(0.0, 360.0, yaw_step_deg)]
+    coarse.sort(key=lambda c: -c[0])
+    seeds: list = []
+    for c in coarse:  # the best few coarse poses that are not neighbours of a better one
+        if len(seeds) == num_seeds:
+            break
+        if all(abs((c[1] - s[1] + 180) % 360 - 180) > yaw_step_deg or abs(c[2] - s[2]) > 0 for s in seeds):
+            seeds.append(c)
+    best = seeds[0]
+    for seed in seeds:  # shrinking 3x3 yaw/elevation neighbourhood search around each seed
+        cur = seed
+        dy, dp = yaw_step_deg / 2, 10.0
+        for _ in range(refine_steps):
+            y0, p0 = cur[1], cur[2]
+            for a in (-dy, 0.0, dy):
+                for e in (-dp, 0.0, dp):
+                    if a or e:
+                        cur = consider(cur, y0 + a, float(np.clip(p0 + e, *pitch_range_deg)))
+            dy, dp = dy / 2, dp / 2
+        if cur[0] > best[0]:
+            best = cur
     if best[3] is None:
         return None
     return {"yaw_deg": best[1], "pitch_deg": best[2], "crop": tuple(float(x) for x in best[3]), "score": best[0]}
@@ -257,7 +280,7 @@ def estimate_input_view(gaussians_list: Sequence, input_frames, input_alpha=None
 
 def render_side_by_side_frames(gaussians_list: Sequence, input_frames, resolution: int = 256, *, input_alpha=None,
                                view: dict | str | None = "auto", coords: Sequence | None = None,
-                               radius: float = DEFAULT_RADIUS,
+                               voxel_resolution: int = 64, radius: float = DEFAULT_RADIUS,
                                fov_deg: float = DEFAULT_FOV_DEG, bg=WHITE, ssaa: int = 1):
     """``input | output`` frames (``resolution`` x ``2*resolution``). ``view``: ``"auto"`` (estimate it,
     :func:`estimate_input_view`), a dict with ``yaw_deg``, ``pitch_deg`` and optionally ``crop``, or None
@@ -269,7 +292,7 @@ def render_side_by_side_frames(gaussians_list: Sequence, input_frames, resolutio
         if view != "auto":
             raise ValueError(f"view must be 'auto', a dict or None, got {view!r}")
         view = estimate_input_view(gaussians_list, input_frames, input_alpha, coords=coords, radius=radius,
-                                   fov_deg=fov_deg)
+                                   fov_deg=fov_deg, voxel_resolution=voxel_resolution)
     if view is None:
         view = {"yaw_deg": 0.0, "pitch_deg": 0.0, "crop": None}
     cam = _camera(view["yaw_deg"], view.get("pitch_deg", 0.0), resolution, radius, fov_deg)
@@ -329,7 +352,8 @@ def write_all_renders(out_dir, gaussians_list: Sequence, input_frames=None, coor
     if input_frames is not None:
         try:
             frames, view = render_side_by_side_frames(gl, input_frames, res, input_alpha=input_alpha,
-                                                      view=input_view, coords=coords, ssaa=ssaa)
+                                                      view=input_view, coords=coords,
+                                                      voxel_resolution=voxel_resolution, ssaa=ssaa)
             meta["input_view"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in view.items()}
             paths["input_vs_output"] = write_video(out_dir / "input_vs_output.mp4", frames, fps)
         except ValueError as e:
@@ -338,7 +362,8 @@ def write_all_renders(out_dir, gaussians_list: Sequence, input_frames=None, coor
     paths["voxels"] = write_video(out_dir / "voxels.mp4", render_voxel_orbit_frames(
         coords, cols, res, schedule=sched, voxel_resolution=voxel_resolution), fps)
     T = len(gl)
-    pick = sorted({round(i * (T - 1) / 3) for i in range(min(4, T))})
+    k = min(4, T)
+    pick = sorted({round(i * (T - 1) / max(k - 1, 1)) for i in range(k)})
     cam = _camera(45.0, DEFAULT_PITCH_DEG, res)
     strip = np.concatenate([render_voxels(coords[t], cols[t], cam, voxel_resolution) for t in pick], 1)
     paths["voxels_image"] = _save_png(out_dir / "voxels.png", strip)

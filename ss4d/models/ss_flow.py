@@ -55,7 +55,6 @@ class SparseStructureFlowModel(nn.Module):
         self.num_heads = num_heads or model_channels // num_head_channels
         self.window_size, self.expand_self_attn = window_size, expand_self_attn
         self.use_checkpoint, self.share_mod = use_checkpoint, share_mod
-        self.compute_dtype = torch.float32
         self.t_embedder = TimestepEmbedder(model_channels)
         if share_mod:
             self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(model_channels, 6 * model_channels))
@@ -79,7 +78,7 @@ class SparseStructureFlowModel(nn.Module):
             raise ValueError(f"expected x of shape [B*T, {self.in_channels}, {self.resolution}^3], got {tuple(x.shape)}")
         if num_frames is not None and x.shape[0] % num_frames:
             raise ValueError(f"batch {x.shape[0]} is not a multiple of num_frames={num_frames}")
-        dt = self.compute_dtype
+        dt = self.out_layer.weight.dtype
         h = patchify(x, self.patch_size)
         h = h.reshape(*h.shape[:2], -1).permute(0, 2, 1).contiguous()
         h = self.input_layer(h.to(self.input_layer.weight.dtype))

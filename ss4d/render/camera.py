@@ -209,9 +209,10 @@ class Camera:
 
     @classmethod
     def from_dict(cls, d: dict) -> Camera:
-        return cls(torch.tensor(d["extrinsics"], dtype=torch.float32), torch.tensor(d["intrinsics"], dtype=torch.float32),
-                   int(d.get("width", 512)), int(d.get("height", 512)), float(d.get("near", 0.8)),
-                   float(d.get("far", 1.6)))
+        return cls(torch.tensor(d["extrinsics"], dtype=torch.float32),
+                   torch.tensor(d["intrinsics"], dtype=torch.float32),
+                   int(d.get("width", 512)), int(d.get("height", 512)),
+                   float(d.get("near", 0.8)), float(d.get("far", 1.6)))
 
     @classmethod
     def look_at(cls, eye, target=(0.0, 0.0, 0.0), fov: float = math.radians(40), width: int = 512, height: int = 512,

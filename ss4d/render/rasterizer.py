@@ -156,56 +156,60 @@ def _bin(means2d, cov2d, conic, opacity, depth, radius, W: int, H: int, tile: in
     # depth order (stable: ties keep index order, like the official radix sort)
     gids = gids[torch.argsort(depth[gids], stable=True)]
     x0, x1, y0, y1 = x0[gids], x1[gids], y0[gids], y1[gids]
-    wdt = x1 - x0
-    cnt = wdt * (y1 - y0)
-    P = int(cnt.sum())
-    # expand every Gaussian to the tiles of its rectangle (row-major inside the rectangle)
-    off = torch.cumsum(cnt, 0) - cnt
-    ints = torch.repeat_interleave(torch.stack([off, wdt, x0, y0], 1), cnt, dim=0)
-    local = torch.arange(P, device=device) - ints[:, 0]
-    ly = torch.floor((local.to(torch.float64) + 0.5) / ints[:, 1].to(torch.float64)).to(torch.int64)
-    tx = ints[:, 2] + local - ly * ints[:, 1]
-    ty = ints[:, 3] + ly
-    rank = torch.repeat_interleave(torch.arange(gids.numel(), device=device), cnt)
+    # one entry per (Gaussian, tile row)
+    nrow = y1 - y0
+    R = int(nrow.sum())
+    row_rank = torch.repeat_interleave(torch.arange(gids.numel(), device=device), nrow)
+    ty = torch.arange(R, device=device) - torch.repeat_interleave(torch.cumsum(nrow, 0) - nrow - y0, nrow)
+    lo = x0.index_select(0, row_rank)
+    hi = x1.index_select(0, row_rank) - 1
     if tight:
-        keep_p = _tile_ellipse_test(means2d[gids], conic[gids], opacity[gids], rank, tx, ty, tile, W, H)
-        tx, ty, rank = tx[keep_p], ty[keep_p], rank[keep_p]
-    tid = ty * gx + tx
-    order = torch.argsort(tid.to(torch.int32), stable=True)  # stable: keeps the depth order inside a tile
-    tid = tid[order]
-    pair_gid = gids[rank[order]]
+        lo2, hi2 = _row_ranges(means2d[gids].index_select(0, row_rank), conic[gids].index_select(0, row_rank),
+                               opacity[gids].index_select(0, row_rank), ty, tile, H)
+        lo, hi = torch.maximum(lo, lo2), torch.minimum(hi, hi2)
+    cnt = (hi - lo + 1).clamp_min(0)
+    P = int(cnt.sum())
+    # expand every row to its tiles: tile id = row base + running index
+    base = ty * gx + lo - (torch.cumsum(cnt, 0) - cnt)
+    tid = (torch.repeat_interleave(base, cnt) + torch.arange(P, device=device)).to(torch.int32)
+    order = torch.argsort(tid, stable=True)  # stable: keeps the depth order inside a tile
+    pair_gid = torch.repeat_interleave(gids.index_select(0, row_rank), cnt).index_select(0, order)
     count = torch.bincount(tid, minlength=n_tiles)
     start = torch.cumsum(count, 0) - count
     return pair_gid, start, count, gx, gy
 
 
-def _tile_ellipse_test(m, conic, o, rank, tx, ty, tile, W, H):
-    """Conservative test whether a Gaussian can reach alpha >= 1/255 on some pixel centre of a tile.
+def _row_ranges(m, conic, o, ty, tile: int, H: int):
+    """For each (Gaussian, tile row): the range of tile columns ``[lo, hi]`` whose pixel centres can see
+    ``alpha >= 1/255``, i.e. ``q(d) = d^T conic d <= 2 log(255 o)``, within the row's band of pixel-centre rows.
 
-    Minimises ``q(d) = d^T conic d`` over the rectangle spanned by the tile's pixel centres (0 if the mean is
-    inside, else the smallest clamped 1D minimum along the four edges) and compares with ``2 log(255 o)`` plus a
-    margin that covers float32 rounding."""
-    dt = m.dtype
+    Exact for the ellipse (the x-extent of a convex set over a band is an interval whose ends are reached at the
+    clamped tangent points), computed in float64 with a 1% margin on ``q`` plus 0.01 px."""
+    dt = torch.float64
+    m, conic = m.to(dt), conic.to(dt)
     a, b, c = conic[:, 0], conic[:, 1], conic[:, 2]
-    thr = 2 * torch.log((o.to(torch.float64) * 255.0).clamp_min(1.0)).to(dt)
-    per_g = torch.stack([m[:, 0], m[:, 1], a, b, c, -b / c, -b / a, thr], 1).index_select(0, rank)
-    mx, my, a, b, c, kx, ky, thr = per_g.unbind(1)
-    xl = tx.to(dt) * tile
+    mx, my = m[:, 0], m[:, 1]
+    thr = 2 * torch.log((o.to(dt) * 255.0).clamp_min(1.0)) * 1.01 + 0.01
+    det = (a * c - b * b).clamp_min(1e-300)
+    y_ext = torch.sqrt(thr * a / det)
+    x_ext = torch.sqrt(thr * c / det)
     yl = ty.to(dt) * tile
-    dxl, dxh = xl - mx, torch.clamp(xl + (tile - 1), max=W - 1) - mx
-    dyl, dyh = yl - my, torch.clamp(yl + (tile - 1), max=H - 1) - my
+    l = torch.maximum(yl - my, -y_ext)
+    h = torch.minimum(torch.clamp(yl + (tile - 1), max=H - 1) - my, y_ext)
+    d_r = -b * x_ext / c  # dy of the rightmost point of the ellipse (the leftmost is at -d_r)
 
-    def q(dx, dy):
-        return (a * dx + 2 * b * dy) * dx + c * dy * dy
+    def xbound(dy, sign):
+        return -b / a * dy + sign * torch.sqrt((thr * a - det * dy * dy).clamp_min(0)) / a
 
-    best = torch.minimum(q(dxl, torch.clamp(kx * dxl, dyl, dyh)), q(dxh, torch.clamp(kx * dxh, dyl, dyh)))
-    best = torch.minimum(best, q(torch.clamp(ky * dyl, dxl, dxh), dyl))
-    best = torch.minimum(best, q(torch.clamp(ky * dyh, dxl, dxh), dyh))
-    inside = (dxl <= 0) & (dxh >= 0) & (dyl <= 0) & (dyh >= 0)
-    # rounding margin: relative to the size of the terms of q at the farthest corner, plus a small absolute slack
-    mag = (a.abs() + c.abs() + 2 * b.abs()) * torch.maximum(dxl.abs(), dxh.abs()).square().maximum(
-        torch.maximum(dyl.abs(), dyh.abs()).square())
-    return inside | (best <= thr * 1.001 + 1e-3 + 1e-4 * mag)
+    right = xbound(torch.minimum(torch.maximum(d_r, l), h), 1.0)
+    left = xbound(torch.minimum(torch.maximum(-d_r, l), h), -1.0)
+    slack = 0.01 + 1e-6 * mx.abs()
+    lo = torch.ceil((mx + left - slack - (tile - 1)) / tile)
+    hi = torch.floor((mx + right + slack) / tile)
+    empty = l > h
+    lo = torch.where(empty, torch.full_like(lo, 1.0), lo).clamp(-1, 2**30).to(torch.int64)
+    hi = torch.where(empty, torch.full_like(hi, 0.0), hi).clamp(-1, 2**30).to(torch.int64)
+    return lo, hi
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -233,14 +237,17 @@ def _fast_table(G):
 
 
 def _chunk_fast(Gp, T_in, px, py, ws, clamp: bool):
-    """One depth chunk for a batch of tiles, no autograd, in-place on the workspace ``ws`` (two flat buffers).
+    """One depth chunk for a batch of tiles, no autograd, in place on the workspace ``ws``.
 
     ``Gp [10, n, k]`` columns of :func:`_fast_table` (front to back), ``T_in [n, t*t]`` transmittance entering
     the chunk (0 = pixel terminated), ``px``/``py [n, t]`` pixel coordinates. Returns ``contrib [n, 5, t*t]``
     (rgb, depth, sum of weights) and ``T_out [n, t*t]``.
 
-    Layout ``[n, pixels, k]`` (k innermost); ``alpha = exp(power + log o)``; the early-stop mask is applied only to
-    the few pixels that terminate inside this chunk (their contributions past the stop are subtracted again)."""
+    Layout ``[n, pixels, k]`` (k innermost). ``y = alpha - 1`` with ``alpha = exp(power + log o)`` (0 below 1/255),
+    so ``cumprod(y)`` is the transmittance up to the sign ``(-1)^(i+1)``, and with ``w_i = T_i - T_{i+1}`` the
+    weighted sums telescope: ``sum_i f_i w_i = f_0 T_in + sum_i (f_{i+1} - f_i) T_{i+1}`` (``f_k = 0``), one bmm
+    against the cumulative product. For the few pixels that terminate inside this chunk the transmittance is held
+    at its last valid value from the stopping Gaussian on, which zeroes the weights past the stop."""
     n, k = Gp.shape[1], Gp.shape[2]
     t = px.shape[1]
     npx = t * t
@@ -249,32 +256,42 @@ def _chunk_fast(Gp, T_in, px, py, ws, clamp: bool):
     qx = (dx * Gp[_CA][:, None, :]).mul_(dx)
     qy = (dy * Gp[_CC][:, None, :]).mul_(dy).add_(Gp[_OP][:, None, :])
     bdy = dy.mul_(Gp[_CB][:, None, :])
-    A = ws[0][: n * npx * k].view(n, t, t, k)
-    torch.add(qy[:, :, None, :], qx[:, None, :, :], out=A)  # [n, t(y), t(x), k]
+    A = ws[: n * npx * k].view(n, t, t, k)
+    torch.add(qy[:, :, None, :], qx[:, None, :, :], out=A)  # power + log o, [n, t(y), t(x), k]
     A.addcmul_(bdy[:, :, None, :], dx[:, None, :, :])
     if clamp:
         A.clamp_max_(_LOG_ALPHA_MAX)
-    alpha = torch.threshold_(A.exp_(), ALPHA_MIN_BELOW[A.dtype], 0.0).view(n, npx, k)
-    T = torch.sub(ws[2], alpha, out=ws[1][: n * npx * k].view(n, npx, k))  # 1 - alpha
-    T[:, :, 0].mul_(T_in)
-    T.cumprod_(2)  # transmittance after each Gaussian
-    w = alpha
-    w[:, :, 1:].mul_(T[:, :, :-1])
-    w[:, :, 0].mul_(T_in)
-    T_last = T[:, :, -1]
+    Y = torch.threshold_(A.exp_(), ALPHA_MIN_BELOW[A.dtype], 0.0).sub_(1.0).view(n, npx, k)  # alpha - 1
+    Y[:, :, 0].mul_(T_in)
+    C = Y.cumprod_(2)  # (-1)^(i+1) T_{i+1}
+    sign = _alt_sign(k, C.dtype, C.device)
+    T_last = C[:, :, -1] if k % 2 == 0 else -C[:, :, -1]
     stop = T_last < T_MIN
     stop &= T_in > 0
-    feats = torch.cat([Gp[_R:_Z + 1], torch.ones_like(Gp[:1])], 0)  # [5, n, k]
-    contrib = torch.bmm(feats.permute(1, 0, 2), w.transpose(1, 2))  # [n, 5, t*t]
     if bool(stop.any()):
+        # pixels that terminate in this chunk: hold the transmittance at its last valid value from the stop on,
+        # so the telescoped weights past the stop vanish
         flat = torch.nonzero(stop.view(-1)).squeeze(1)
-        ti = torch.div(flat, npx, rounding_mode="floor")
-        removed = w.view(-1, k).index_select(0, flat)
-        removed *= T.view(-1, k).index_select(0, flat) < T_MIN  # [m, k]
-        fix = torch.bmm(removed[:, None, :], feats.index_select(1, ti).permute(1, 2, 0))[:, 0]  # [m, 5]
-        contrib.permute(0, 2, 1).index_put_((ti, flat - ti * npx), -fix, accumulate=True)
+        Cf = C.view(-1, k)
+        rows = Cf.index_select(0, flat) * sign  # [m, k] T_{i+1}
+        t_enter = T_in.reshape(-1).index_select(0, flat)[:, None]
+        t_stop = torch.where(rows >= T_MIN, rows, t_enter).amin(1, keepdim=True)
+        Cf.index_copy_(0, flat, torch.maximum(rows, t_stop).mul_(sign))
         T_last = T_last.masked_fill(stop, 0.0)
+    feats = torch.cat([Gp[_R:_Z + 1], torch.ones_like(Gp[:1])], 0).permute(1, 0, 2)  # [n, 5, k]
+    D = torch.cat([feats[:, :, 1:] - feats[:, :, :-1], -feats[:, :, -1:]], 2).mul_(sign)
+    contrib = torch.baddbmm(feats[:, :, :1] * T_in[:, None, :], D, C.transpose(1, 2))  # [n, 5, t*t]
     return contrib, T_last.contiguous()
+
+
+_SIGNS: dict = {}
+
+
+def _alt_sign(k, dtype, device):
+    key = (k, dtype, device)
+    if key not in _SIGNS:
+        _SIGNS[key] = torch.tensor([(-1.0) ** (i + 1) for i in range(k)], dtype=dtype, device=device)
+    return _SIGNS[key]
 
 
 def _chunk_diff(Gp, T_in, px, py):
@@ -304,11 +321,72 @@ def _chunk_diff(Gp, T_in, px, py):
     return contrib, T_out
 
 
-# threshold(x, th, 0) keeps x > th; use the float just below 1/255 so that alpha >= 1/255 is kept (official rule)
-ALPHA_MIN_BELOW = {
-    dt: torch.nextafter(torch.tensor(ALPHA_MIN, dtype=dt), torch.tensor(0.0, dtype=dt)).item()
-    for dt in (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-}
+def _chunk_backward(Gp, T_in, px, py, g_c, g_T):
+    """Analytic gradient of :func:`_chunk_diff`: returns ``(dGp [10, n, k], dT_in [n, t*t])`` for the upstream
+    gradients ``g_c [n, 5, t*t]`` (of ``contrib``) and ``g_T [n, t*t]`` (of ``T_out``).
+
+    With ``s_i = sum_c g_c f_ic``, ``V = sum_i s_i w_i + g_T T_out`` and ``U_i = V - sum_{j<=i} s_j w_j``:
+    ``dL/dalpha_i = s_i T_i - U_i / (1 - alpha_i)`` for the Gaussians composited before the early stop,
+    ``dL/dT_in = V / T_in`` and ``dL/df_ic = sum_p g_c w_i``; then through the clamp/threshold of alpha,
+    ``alpha = o exp(power)`` and the quadratic form."""
+    n, k = Gp.shape[1], Gp.shape[2]
+    t = px.shape[1]
+    npx = t * t
+    mx, my, ca, cb, cc, op = Gp[_MX], Gp[_MY], Gp[_CA], Gp[_CB], Gp[_CC], Gp[_OP]
+    dx = mx[:, None, :] - px[:, :, None]  # [n, t(x), k]
+    dy = my[:, None, :] - py[:, :, None]  # [n, t(y), k]
+    qx = (-0.5 * ca)[:, None, :] * (dx * dx)
+    qy = (-0.5 * cc)[:, None, :] * (dy * dy)
+    bdy = (-cb)[:, None, :] * dy
+    e = torch.addcmul(qy[:, :, None, :] + qx[:, None, :, :], bdy[:, :, None, :], dx[:, None, :, :]).exp_()
+    e = e.view(n, npx, k)
+    a_raw = e * op[:, None, :]
+    alpha = a_raw.clamp_max(ALPHA_MAX)
+    alpha = torch.threshold_(alpha, ALPHA_MIN_BELOW[alpha.dtype], 0.0)
+    om = torch.rsub(alpha, 1.0)
+    Tex = torch.empty_like(om)  # transmittance before each Gaussian
+    Tex[:, :, 0] = T_in
+    torch.cumprod(om[:, :, :-1], 2, out=Tex[:, :, 1:])
+    Tex[:, :, 1:] *= T_in[:, :, None]
+    T_last = Tex[:, :, -1] * om[:, :, -1]
+    valid = Tex * om >= T_MIN
+    going = valid[:, :, -1]  # the pixel did not stop (T_out = T_last)
+    w = alpha * Tex * valid
+    feats = torch.cat([Gp[_R:_Z + 1], torch.ones_like(Gp[:1])], 0).permute(1, 0, 2)  # [n, 5, k]
+    d_feats = torch.bmm(g_c, w)  # [n, 5, k]
+    S = torch.bmm(g_c.transpose(1, 2), feats)  # [n, t*t, k]
+    sw = S * w
+    V = sw.sum(2) + g_T * T_last * going  # [n, t*t]
+    U = V[:, :, None] - torch.cumsum(sw, 2)
+    d_alpha = (S * Tex - U / om) * valid
+    T_safe = torch.where(T_in > 0, T_in, torch.ones_like(T_in))
+    d_Tin = torch.where(T_in > 0, V / T_safe, torch.zeros_like(V))
+    # through min(0.99, .) and the 1/255 cut-off, then alpha_raw = o * e
+    g_raw = d_alpha * ((a_raw <= ALPHA_MAX) & (alpha > 0))
+    g_pow = (g_raw * a_raw).view(n, t, t, k)
+    d_op = (g_raw * e).sum(1)  # [n, k]
+    Gx = g_pow.sum(1)  # [n, t(x), k]
+    Gy = g_pow.sum(2)  # [n, t(y), k]
+    M = (g_pow * dx[:, None, :, :]).sum(2)  # [n, t(y), k]: sum_x g dx
+    s_dx = (Gx * dx).sum(1)
+    s_dy = (Gy * dy).sum(1)
+    d_mx = -ca * s_dx - cb * s_dy
+    d_my = -cc * s_dy - cb * s_dx
+    d_ca = -0.5 * (Gx * dx * dx).sum(1)
+    d_cc = -0.5 * (Gy * dy * dy).sum(1)
+    d_cb = -(M * dy).sum(1)
+    dGp = torch.stack([d_mx, d_my, d_ca, d_cb, d_cc, d_op, d_feats[:, 0], d_feats[:, 1], d_feats[:, 2],
+                       d_feats[:, 3]], 0)
+    return dGp, d_Tin
+
+
+# threshold(x, th, v) keeps x > th; use the float just below the bound so that alpha >= 1/255 is kept (official rule)
+def _below(v, dt):
+    return torch.nextafter(torch.tensor(v, dtype=dt), torch.tensor(-2.0, dtype=dt)).item()
+
+
+_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+ALPHA_MIN_BELOW = {dt: _below(ALPHA_MIN, dt) for dt in _DTYPES}
 
 
 class _Raster(torch.autograd.Function):
@@ -326,9 +404,8 @@ class _Raster(torch.autograd.Function):
         active = order[count[order] > 0]
         P = pair_gid.numel()
         ar = torch.arange(chunk, device=device)
-        size = active.numel() * npx * min(chunk, int(count.max()) if P else 1)
-        ws = (torch.empty(size, dtype=dtype, device=device), torch.empty(size, dtype=dtype, device=device),
-              torch.ones((), dtype=dtype, device=device))
+        ws = torch.empty(active.numel() * npx * min(chunk, int(count.max()) if P else 1), dtype=dtype,
+                         device=device)
         steps = []
         s = 0
         while active.numel() > 0:
@@ -367,12 +444,8 @@ class _Raster(torch.autograd.Function):
         g_acc = g_acc.contiguous()
         for active, gid, T_in in reversed(ctx.steps):
             px, py = _pixel_coords(active, gx, tile, dtype)
-            with torch.enable_grad():
-                Gp = Gt.index_select(1, gid.view(-1)).view(_NF, *gid.shape).requires_grad_(True)
-                Ti = T_in.detach().requires_grad_(True)
-                contrib, T_out = _chunk_diff(Gp, Ti, px, py)
-                dGp, dT = torch.autograd.grad((contrib, T_out), (Gp, Ti),
-                                              (g_acc.index_select(0, active), g_T.index_select(0, active)))
+            Gp = Gt.index_select(1, gid.view(-1)).view(_NF, *gid.shape)
+            dGp, dT = _chunk_backward(Gp, T_in, px, py, g_acc.index_select(0, active), g_T.index_select(0, active))
             gGt.index_add_(1, gid.reshape(-1), dGp.reshape(_NF, -1))
             g_T.index_copy_(0, active, dT)
         return gGt[:, :N].T, None, None, None, None, None, None, None, None

@@ -92,7 +92,16 @@ def group_by_keys(keys: torch.Tensor):
     """Stable partition of rows by an integer key [N] (or [N, k]): returns (perm, lens) such that rows
     `perm[sum(lens[:g]) : sum(lens[:g+1])]` form group g (groups ordered by key, rows by original order)."""
     if keys.dim() == 2:
-        uniq, inv = torch.unique(keys, dim=0, return_inverse=True)
+        k = keys.long()
+        k = k - k.min(0).values
+        span = k.max(0).values + 1
+        if float(torch.prod(span.double())) < 2.0**62:  # pack columns into one int64 (much faster than dim=0)
+            packed = torch.zeros_like(k[:, 0])
+            for i in range(k.shape[1]):
+                packed = packed * span[i] + k[:, i]
+            uniq, inv = torch.unique(packed, return_inverse=True)
+        else:
+            uniq, inv = torch.unique(keys, dim=0, return_inverse=True)
     else:
         uniq, inv = torch.unique(keys, return_inverse=True)
     perm = torch.sort(inv, stable=True).indices

@@ -18,6 +18,7 @@ import argparse
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -240,7 +241,7 @@ def _example_clip(T: int = 8, size: int = 128) -> torch.Tensor:
             frames = []
             for i in range(0, 32, 32 // T):
                 im = Image.open(d / "data" / "clips" / "rose" / f"{i}.png").convert("RGBA").resize((size, size))
-                a = torch.tensor(list(im.getdata()), dtype=torch.float32).view(size, size, 4) / 255
+                a = torch.from_numpy(np.asarray(im, dtype=np.float32).copy()) / 255
                 frames.append((a[..., :3] * a[..., 3:]).permute(2, 0, 1))
             return torch.stack(frames[:T])
     except Exception:  # noqa: BLE001 - documentation helper, fall back to the synthetic clip

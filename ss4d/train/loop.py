@@ -492,6 +492,7 @@ def _resolve_normalization(cfg, ds, frozen, device):
 def train(config, overrides: dict | None = None) -> dict:
     """Run (or resume) a training run. Returns {"step", "metrics", "out_dir", "checkpoint"}."""
     cfg = load_config(config, overrides)
+    prev = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
     if cfg["num_threads"]:
         torch.set_num_threads(int(cfg["num_threads"]))
     if cfg["deterministic"]:
@@ -505,6 +506,9 @@ def train(config, overrides: dict | None = None) -> dict:
     finally:
         if created_pg and dist.is_initialized():
             dist.destroy_process_group()
+        torch.set_num_threads(prev[0])
+        torch.use_deterministic_algorithms(prev[1])
+        torch.backends.cudnn.benchmark = prev[2]
 
 
 def _train(cfg, rank, world, device) -> dict:
@@ -655,8 +659,7 @@ def _train(cfg, rank, world, device) -> dict:
             last_ckpt = save(step)
     bar.close()
     if cfg["export"]:
-        exp = {r: trainer.model_state(r, trainer.ema_rates[0] if trainer.ema_rates and trainer.trainable[r] else None)
-               for r in trainer.models}
+        exp = trainer.export_state()
         if is_main:
             for r, sd in exp.items():
                 stem = out_dir / "export" / "ckpts" / EXPORT_NAMES[cfg["stage"]].get(r, r)

@@ -357,7 +357,7 @@ class Trainer:
 
     def state_dict(self) -> dict:
         st = {"step": self.step,
-              "models": {r: self.model_state(r) for r in self.models},
+              "models": {r: self.model_state(r) for r in self.models if self.trainable[r]},
               "ema": {rate: {n: _full(e).detach().cpu().clone() for (n, _), e in zip(self.params, v)}
                       for rate, v in self.ema.items()},
               "optimizer": self._optimizer_state(),
@@ -395,9 +395,10 @@ class Trainer:
         self.step = int(st["step"])
 
     def export_state(self) -> dict[str, dict[str, torch.Tensor]]:
-        """Role -> weights to publish: EMA weights (first rate) of trained models, raw weights otherwise."""
+        """Role -> weights to publish for every trained model: its EMA weights (first rate), or the raw weights
+        when no EMA is kept. Collective under FSDP."""
         rate = self.ema_rates[0] if self.ema_rates else None
-        return {r: self.model_state(r, rate if self.trainable[r] else None) for r in self.models}
+        return {r: self.model_state(r, rate) for r in self.models if self.trainable[r]}
 
     # ------------------------------------------------------------------ previews
     @torch.no_grad()

@@ -165,7 +165,7 @@
    * Returns a Uint32Array of indices (its length is the number of splats to draw). */
   function sortByDepth(position, count, view, near) {
     near = near === undefined ? 0.2 : near;
-    var depth = new Float32Array(count), keep = new Uint32Array(count), m = 0;
+    var depth = new Float64Array(count), keep = new Uint32Array(count), m = 0;
     var a = view[8], b = view[9], c = view[10], d = view[11];
     var lo = Infinity, hi = -Infinity;
     for (var i = 0; i < count; i++) {
@@ -180,7 +180,10 @@
     if (m === 0) return out;
     var BUCKETS = 65536, scale = (BUCKETS - 1) / Math.max(hi - lo, 1e-12);
     var counts = new Uint32Array(BUCKETS), key = new Uint16Array(m);
-    for (var j = 0; j < m; j++) { key[j] = Math.floor((depth[j] - lo) * scale); counts[key[j]]++; }
+    for (var j = 0; j < m; j++) {
+      key[j] = Math.min(BUCKETS - 1, Math.max(0, Math.floor((depth[j] - lo) * scale)));
+      counts[key[j]]++;
+    }
     for (var s = 0, t = 0; t < BUCKETS; t++) { var cnt = counts[t]; counts[t] = s; s += cnt; }
     for (var q = 0; q < m; q++) out[counts[key[q]]++] = keep[q];
     return out;

@@ -17,7 +17,8 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,data]"
+	$(PY) -m pip install -q --no-deps bpy==5.0.1 || echo "bpy (Blender as a module) not installed: Blender tests will skip"
 	touch $(STAMP)
 
 install: $(STAMP)

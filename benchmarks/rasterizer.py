@@ -88,6 +88,9 @@ def main():
         n, res, mode = a.one.split(":")
         print(json.dumps(run_one(int(n), int(res), mode, a.runs, a.threads, a.device)))
         return
+    import os
+
+    load0 = os.getloadavg()[0]
     rows = []
     for n in [int(s) for s in a.sizes.split(",")]:
         for res in [int(s) for s in a.res.split(",")]:
@@ -99,7 +102,9 @@ def main():
                     print(r.stderr, file=sys.stderr)
                     raise SystemExit(r.returncode)
                 rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
-    print(f"rasterizer benchmark: device={a.device} threads={a.threads} runs={a.runs} (median / min, peak RSS delta)")
+    print(f"rasterizer benchmark: device={a.device} threads={a.threads} runs={a.runs} (median / min, peak RSS delta); "
+          f"load average {load0:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}")
     print(f"{'gaussians':>10} {'res':>5} {'mode':>8} {'median ms':>10} {'min ms':>8} {'peak MB':>8} {'coverage':>8}")
     for r in rows:
         print(f"{r['n']:>10} {r['res']:>5} {r['mode']:>8} {r['median_ms']:>10.1f} {r['min_ms']:>8.1f} "

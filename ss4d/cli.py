@@ -129,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", default=None)
     e.add_argument("--overwrite", action="store_true")
     e.set_defaults(func=cmd_export)
+    from .data.cli import add_data_parser
+
+    add_data_parser(sub)
+    t = sub.add_parser("train", help="train a stage from a JSON config (same as python -m ss4d.train)")
+    t.add_argument("rest", nargs=argparse.REMAINDER)
+    t.set_defaults(func=lambda a: __import__("ss4d.train.__main__", fromlist=["main"]).main(a.rest))
     return p
 
 

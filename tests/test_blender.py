@@ -2,7 +2,7 @@
 
 The pure parts (file checks, vertex budget, frame sampling, normalisation, camera conversion, ids, CLI, the message
 without bpy) always run; the rendering tests need `bpy` (the `data` extra) and the shared assets and are skipped
-cleanly otherwise. Renders are tiny (<= 80 px, Cycles 4 spp / Workbench, T <= 3) to keep the module under ~2 min.
+cleanly otherwise. Renders are tiny (<= 80 px, Cycles 16 spp / Workbench, T <= 3) to keep the module under ~2 min.
 """
 from __future__ import annotations
 
@@ -245,7 +245,8 @@ def test_run_summary_and_bad_inputs(run1):
     assert {e["code"] for e in errors} == {"corrupt", "not_3d", "missing"} and all(e["error"] for e in errors)
     rows = {r["id"]: r for r in RA._read_jsonl(root / "manifest.jsonl")}
     assert sorted(rows) == CLIPS
-    assert rows["Fox__Walk"]["clip"] == "Walk" and rows["Fox__Walk"]["flags"] == []
+    assert rows["Fox__Walk"]["clip"] == "Walk" and "static" not in rows["Fox__Walk"]["flags"]
+    assert set(rows["Fox__Walk"]["flags"]) <= {"orbit_cond"}
     assets = {r["id"]: r for r in RA._read_jsonl(root / "assets.jsonl")}
     assert assets["Fox"]["clips"] == ["Run", "Survey", "Walk"]
     from ss4d.data.dataset import verify_dataset
@@ -368,6 +369,17 @@ def test_resume_skips_finished_clips(run1):
     assert len(RA._read_jsonl(root / "manifest.jsonl")) == 2
     with pytest.raises(ValueError, match="other settings"):
         RA.render_assets(run1["inputs"][:1], root, **{**run1["kw"], "num_frames": T + 1})
+    # a driver killed after its worker finished a clip: the row is recovered from the worker's results file
+    man = root / "manifest.jsonl"
+    lines = man.read_text().splitlines()
+    keep = [ln for ln in lines if '"Fox__Walk"' not in ln]
+    fox_row = json.loads(next(ln for ln in lines if '"Fox__Walk"' in ln))
+    man.write_text("\n".join(keep) + "\n")
+    (root / ".work" / "Fox.results.jsonl").write_text(json.dumps({"event": "clip", "row": fox_row}) + "\n")
+    s = RA.render_assets(run1["inputs"][:2], root, **run1["kw"])
+    assert s["salvaged"] == 1 and s["written"] == [] and sorted(s["already_done"]) == CLIPS
+    assert {p.name: p.stat().st_size for p in (root / "logs").glob("*.log")} == logs
+    assert sorted(r["id"] for r in RA._read_jsonl(man)) == CLIPS
 
 
 @needs_bpy
@@ -391,7 +403,7 @@ def test_static_asset_workbench_vertex_cap_and_import_failure(tmp_path, shared):
     assert codes["Fox"] == "too_many_vertices" and codes["broken"] in ("import_failed", "crashed", "no_geometry")
     assert "Fox" in RA.format_summary(s) and "broken" in RA.format_summary(s)
     row = RA._read_jsonl(out / "manifest.jsonl")[0]
-    assert row["flags"] == ["static"] and row["clip"] == "static"
+    assert row["flags"][0] == "static" and row["clip"] == "static"
     d = out / "clips" / "box__static"
     m0, m1 = (np.load(d / "meshes" / f"f{t:03d}.npz") for t in (0, 1))
     assert np.array_equal(m0["vertices"], m1["vertices"]) and len(m0["faces"]) == 12
@@ -405,3 +417,26 @@ def test_static_asset_workbench_vertex_cap_and_import_failure(tmp_path, shared):
             a = _rgba(d / "views" / f"f{t:03d}_v{j:03d}.png")[..., 3] > 0
             px, inside = _pixels(cam, torch.from_numpy(m0["vertices"]))
             assert inside.all() and _dilate(a)[px[:, 1], px[:, 0]].all()
+
+
+def test_worker_crash_and_timeout_are_reported(tmp_path, monkeypatch):
+    """A worker that dies (or hangs past --timeout) costs only its asset: reported with the reason, run goes on."""
+    monkeypatch.setattr(RA, "have_bpy", lambda: True)   # the fake workers below never import bpy
+    asset = tmp_path / "thing.glb"
+    asset.write_bytes(_glb(b'{"asset":{"version":"2.0"}}'))
+    crash = tmp_path / "crash.sh"
+    crash.write_text("#!/bin/sh\necho boom\nexit 3\n")
+    hang = tmp_path / "hang.sh"
+    hang.write_text("#!/bin/sh\nsleep 60\n")
+    for p in (crash, hang):
+        p.chmod(0o755)
+    s = RA.render_assets([asset, tmp_path / "notes.md"], tmp_path / "a", python=str(crash), progress=None)
+    codes = {r["asset_id"]: r for r in s["skipped_assets"]}
+    assert codes["thing"]["code"] == "crashed" and "status 3" in codes["thing"]["error"]
+    assert codes["notes"]["code"] == "missing"
+    assert "boom" in (tmp_path / "a" / "logs" / "thing.log").read_text()
+    t0 = __import__("time").perf_counter()
+    s = RA.render_assets([asset], tmp_path / "b", python=str(hang), timeout=1.0, progress=None)
+    assert __import__("time").perf_counter() - t0 < 30
+    assert s["skipped_assets"][0]["code"] == "crashed" and "timed out" in s["skipped_assets"][0]["error"]
+    assert s["written"] == [] and "thing" in RA.format_summary(s)

@@ -212,7 +212,7 @@ def test_render_views_shapes_and_voxel_coverage(clips):
             inside.append(a[t, v][px[:, 1], px[:, 0]] > 0.5)
     assert float(torch.cat(inside).float().mean()) >= 0.95
     # per-frame camera lists and the input video
-    per = render_views(clip, [[cams[t % 4]] for t in range(T)], 32)
+    per = render_views(clip, [[cams[t % 4]] for t in range(T)], 32, device="cpu")
     assert per.shape == (T, 1, 4, 32, 32)
     torch.testing.assert_close(per[1, 0], render_views(clip, [cams[1]], 32, frames=[1])[0, 0])
     vid = render_input_video(clip, 32)

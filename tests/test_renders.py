@@ -23,6 +23,15 @@ from ss4d.render.gaussians import Gaussians
 from ss4d.render.preview import gaussians_to_voxels, render_voxels, voxel_colors_from_gaussians
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The workloads here are tiny: one intra-op thread avoids OpenMP spin-waits on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def blob_voxels(t: int, R: int = 64) -> np.ndarray:
     """An asymmetric little voxel object (body + an arm that moves with t) in an R^3 grid."""
     g = np.stack(np.meshgrid(*[np.arange(R)] * 3, indexing="ij"), -1).reshape(-1, 3)

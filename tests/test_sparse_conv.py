@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from ss4d.sparse import SparseConv1d, SparseConv3d, SparseConv4d, SparseTensor, neighbor_map, submanifold_conv
-from ss4d.sparse.conv import SubmanifoldConvFunction
+from ss4d.sparse import conv as conv_mod
+from ss4d.sparse.conv import ConvPlan, SubmanifoldConvFunction
 
 
 def assert_rel(actual: torch.Tensor, expected: torch.Tensor, tol: float = 1e-5):
@@ -67,10 +68,16 @@ def dense_conv4d_ref(feats, coords, num_frames, res, weight, bias):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# forward vs dense
+# forward vs dense (tests taking `strategy` run with each execution strategy)
+
+@pytest.fixture(params=["auto", "pairs", "im2col"])
+def strategy(request, monkeypatch):
+    monkeypatch.setattr(conv_mod, "STRATEGY", request.param)
+    return request.param
+
 
 @pytest.mark.parametrize("ksize", [3, 5])
-def test_conv3d_matches_dense_conv3d(ksize):
+def test_conv3d_matches_dense_conv3d(ksize, strategy):
     g = torch.Generator().manual_seed(0)
     res, batch, cin, cout = 10, 3, 7, 5
     coords = random_sites(batch, res, 0.25, g)
@@ -99,7 +106,7 @@ def test_conv3d_frames_never_interact():
 
 
 @pytest.mark.parametrize("kernel", ["1d", "4d"])
-def test_temporal_convs_match_dense_4d(kernel):
+def test_temporal_convs_match_dense_4d(kernel, strategy):
     g = torch.Generator().manual_seed(2)
     res, num_frames, samples, cin, cout = 6, 3, 2, 5, 4
     # voxels persist with probability over frames so that temporal neighbours exist; frame 1 of sample 1 empty
@@ -195,32 +202,66 @@ def _gradcheck_case(kernel, num_frames, batch, res, density, cin, cout, seed):
     return nbr, feats, w, b
 
 
-def test_gradcheck_custom_function_full():
-    """Full (every input element) float64 gradcheck of input, weight and bias grads on a tiny 3^3 case,
-    with a chunk size that splits the rows into several chunks."""
+@pytest.mark.parametrize("strategy", ["pairs", "im2col"])
+def test_gradcheck_custom_function_full(strategy):
+    """Full (every input element) float64 gradcheck of input, weight and bias grads on a tiny 3^3 case, with
+    chunks small enough to split the rows / pair lists into several pieces."""
     nbr, feats, w, b = _gradcheck_case((3, 3, 3), None, 2, 3, 0.35, 2, 2, 5)
     assert 4 < nbr.shape[0] < 40 and (nbr < nbr.shape[0]).sum() > 2 * nbr.shape[0]
-    assert torch.autograd.gradcheck(lambda a, ww, bb: SubmanifoldConvFunction.apply(a, ww, bb, nbr, 5),
+    plan = ConvPlan(nbr, strategy)
+    assert plan.kind == strategy
+    assert torch.autograd.gradcheck(lambda a, ww, bb: SubmanifoldConvFunction.apply(a, ww, bb, nbr, 1, plan),
                                     (feats, w, b), eps=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("strategy", ["pairs", "im2col", None])
 @pytest.mark.parametrize("kernel,num_frames", [((3, 3, 3), None), ((3, 1, 1, 1), 2), ((3, 3, 3, 3), 2)])
-def test_gradcheck_custom_function(kernel, num_frames):
-    """Random-projection (fast mode) float64 gradcheck on bigger cases, several chunks and one chunk."""
+def test_gradcheck_custom_function(kernel, num_frames, strategy):
+    """Random-projection (fast mode) float64 gradcheck on bigger cases, several chunks and one chunk; strategy
+    None lets the function plan by itself."""
     nbr, feats, w, b = _gradcheck_case(kernel, num_frames, 4, 4, 0.3, 3, 2, 6)
-    for chunk in (7, 1 << 20):
-        assert torch.autograd.gradcheck(lambda a, ww, bb: SubmanifoldConvFunction.apply(a, ww, bb, nbr, chunk),
-                                        (feats, w, b), eps=1e-6, atol=1e-7, fast_mode=True)
+    plan = ConvPlan(nbr, strategy) if strategy else None
+
+    def conv(chunk, with_bias=True):
+        return lambda a, ww, *bb: SubmanifoldConvFunction.apply(a, ww, bb[0] if with_bias else None, nbr, chunk,
+                                                                plan)
+
+    for chunk in (16, 1 << 20):
+        assert torch.autograd.gradcheck(conv(chunk), (feats, w, b), eps=1e-6, atol=1e-7, fast_mode=True)
     # without bias, and with only some inputs requiring grad
-    assert torch.autograd.gradcheck(lambda a, ww: SubmanifoldConvFunction.apply(a, ww, None, nbr, 7), (feats, w),
-                                    fast_mode=True)
-    assert torch.autograd.gradcheck(lambda ww: SubmanifoldConvFunction.apply(feats.detach(), ww, None, nbr, 7),
-                                    (w,), fast_mode=True)
-    assert torch.autograd.gradcheck(lambda a: SubmanifoldConvFunction.apply(a, w.detach(), None, nbr, 7),
-                                    (feats,), fast_mode=True)
+    assert torch.autograd.gradcheck(conv(7, False), (feats, w), fast_mode=True)
+    assert torch.autograd.gradcheck(conv(7, False), (feats.detach(), w), fast_mode=True)
+    assert torch.autograd.gradcheck(conv(7, False), (feats, w.detach()), fast_mode=True)
 
 
-def test_gradients_match_dense_autograd():
+def test_plan_choice_and_all_missing_taps():
+    """Surface-like sparse data plans "pairs", a full block plans "im2col"; a 3^4 kernel on a single frame per
+    sample has all-missing temporal taps, which both strategies must handle (and agree on)."""
+    g = torch.Generator().manual_seed(8)
+    r = torch.arange(9)
+    block = torch.stack(torch.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+    coords = torch.cat([torch.zeros(len(block), 1, dtype=torch.long), block], 1).int()
+    x = SparseTensor(torch.randn(len(block), 3, generator=g), coords)
+    assert ConvPlan(neighbor_map(x, (3, 3, 3)), "auto").kind == "im2col"
+    sparse = SparseTensor(torch.zeros(3, 1), torch.tensor([[0, 0, 0, 0], [0, 5, 5, 5], [0, 9, 0, 1]]).int())
+    assert ConvPlan(neighbor_map(sparse, (3, 3, 3)), "auto").kind == "pairs"
+    nbr = neighbor_map(x, (3, 3, 3, 3), 1)
+    w = torch.randn(2, 81, 3, generator=g, dtype=torch.float64)
+    outs = []
+    for strategy in ("pairs", "im2col"):
+        plan = ConvPlan(nbr, strategy)
+        assert strategy == "pairs" or plan.active.numel() == 27
+        f = x.feats.double().requires_grad_()
+        ww = w.clone().requires_grad_()
+        y = SubmanifoldConvFunction.apply(f, ww, None, nbr, 64, plan)
+        y.pow(2).sum().backward()
+        outs.append((y.detach(), f.grad, ww.grad))
+    for a, b in zip(*outs):
+        assert_rel(a, b, 1e-12)
+    assert bool((outs[0][2][:, :27] == 0).all()) and bool((outs[0][2][:, 54:] == 0).all())
+
+
+def test_gradients_match_dense_autograd(strategy):
     g = torch.Generator().manual_seed(6)
     res, batch, cin, cout = 12, 2, 16, 24
     coords = random_sites(batch, res, 0.2, g)
@@ -244,7 +285,7 @@ def test_gradients_match_dense_autograd():
     assert_rel(b1.grad, b2.grad)
 
 
-def test_temporal_gradients_match_dense_autograd():
+def test_temporal_gradients_match_dense_autograd(strategy):
     g = torch.Generator().manual_seed(7)
     res, num_frames, cin, cout = 5, 4, 6, 5
     coords = random_sites(2 * num_frames, res, 0.4, g)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from ss4d.train import augment as A
+from test_train_helpers import one_thread  # noqa: F401 (autouse fixture)
 
 
 def _sphere(T, size):

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +37,15 @@ MODELS = {
 }
 DATA = {"type": "synthetic", "num_clips": 4, "num_frames": 2, "resolution": 16, "feat_channels": 16,
         "image_size": 32, "num_views": 2, "view_size": 16}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The training tests run single-threaded (2 shared cores: oversubscribed OpenMP is 10-20x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def config(stage: str, out_dir, **kw) -> dict:

@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from test_train_helpers import ROOT, config, env, run_cli, state
+from test_train_helpers import ROOT, config, env, run_cli, state, one_thread  # noqa: F401
 
 from ss4d.train import train
 from ss4d.train.checkpoints import list_checkpoints

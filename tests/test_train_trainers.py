@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from test_train_helpers import DATA, MODELS, config
+from test_train_helpers import DATA, MODELS, config, one_thread  # noqa: F401
 
 from ss4d.models.checkpoint import load_model
 from ss4d.train import ConfigError, DataError, NonFiniteLossError, TrainCheckpointError, train
@@ -141,7 +141,7 @@ def test_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="unknown config key.*learning_rate"):
         train(config("ss_vae", tmp_path, learning_rate=1e-3))
     with pytest.raises(ConfigError, match="unknown stage"):
-        train(config("ss_vae", tmp_path, stage="mesh_vae"))
+        train(dict(config("ss_vae", tmp_path), stage="mesh_vae"))
     with pytest.raises(ConfigError, match="unknown key.*loss options.*dice_weight"):
         train(config("ss_vae", tmp_path, loss={"dice_weight": 1.0}))
     cfg = config("ss_vae", tmp_path)
@@ -206,3 +206,31 @@ def test_folder_data_set_and_incompatible_resume(tmp_path):
     res = train(dict(cfg, steps=3, resume=str(tmp_path / "run" / "ckpts" / "step_00000002.pt"),
                      out_dir=str(tmp_path / "run2")))
     assert res["step"] == 3
+
+
+def test_shipped_configs_validate_and_official_shapes():
+    """configs/tiny and configs/official parse; official model args give the released parameter counts
+    (built on the meta device: no memory)."""
+    from pathlib import Path
+
+    from ss4d.models.registry import build
+    from ss4d.train.loop import load_config
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    files = sorted(root.glob("tiny/*.json")) + sorted(root.glob("official/*.json"))
+    assert {f.stem for f in files} >= {"ss_vae", "slat_vae", "ss_flow", "slat_flow"}
+    counts = {}
+    for f in files:
+        cfg = load_config(f)
+        assert set(cfg["models"]) <= set(TRAINERS[cfg["stage"]].roles + TRAINERS[cfg["stage"]].frozen_roles)
+        if f.parent.name == "official":
+            for role, spec in cfg["models"].items():
+                if spec.get("name") in (None, "DinoV2Conditioner"):
+                    continue
+                with torch.device("meta"):
+                    m = build(spec["name"], spec["args"])
+                counts[(cfg["stage"], role)] = (sum(p.numel() for p in m.parameters()), len(m.state_dict()))
+    assert counts[("ss_flow", "flow")] == (555_543_560, 489)
+    assert counts[("slat_flow", "flow")] == (644_503_432, 562)
+    assert counts[("slat_vae", "decoder")] == (85_369_024, 101)
+    assert counts[("ss_vae", "decoder")] == (73_671_201, 74)

@@ -22,12 +22,17 @@ package (and the driver :mod:`ss4d.data.render_assets`) imports fine without Ble
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import logging
 import math
+import os
 import re
 import shutil
 import struct
+import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,12 +106,68 @@ def have_bpy() -> bool:
 
 
 def require_bpy():
-    """Import and return ``bpy`` or raise :class:`BpyMissingError` with the install hint."""
+    """Import and return ``bpy`` or raise :class:`BpyMissingError` with the install hint.
+
+    What Blender prints on stderr while it starts (e.g. its audio module's complaint about a NumPy 2 runtime,
+    which is harmless for rendering) is kept out of the console: it goes to the ``ss4d.data.blender`` logger at
+    DEBUG level, or into the error message if the import fails."""
+    mod = sys.modules.get("bpy")
+    if mod is not None:
+        return mod
+    captured = ""
     try:
-        import bpy  # noqa: PLC0415
+        with _capture_stderr() as cap:
+            try:
+                import bpy  # noqa: PLC0415
+            finally:
+                captured = cap()
     except ImportError as e:
-        raise BpyMissingError() from e
+        tail = captured.strip().splitlines()[-3:]
+        raise BpyMissingError(BPY_MISSING_MESSAGE + (f" (import error: {e}; {' '.join(tail)})" if tail else
+                                                     f" (import error: {e})")) from e
+    if captured.strip():
+        logging.getLogger(__name__).debug("bpy start-up output:\n%s", captured)
     return bpy
+
+
+@contextlib.contextmanager
+def _capture_stderr():
+    """Redirect file descriptors 1 and 2 (C and Python writes alike) into a temporary file; yields a reader.
+    A no-op where the standard streams are not the real descriptors 1 / 2 (e.g. under output capture)."""
+    fds = []
+    for stream, want in ((sys.stdout, 1), (sys.stderr, 2)):
+        try:
+            if stream.fileno() == want:
+                fds.append(want)
+        except (AttributeError, OSError, ValueError):
+            pass
+    if not fds:
+        yield lambda: ""
+        return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    saved = {fd: os.dup(fd) for fd in fds}
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        for fd in fds:
+            os.dup2(tmp.fileno(), fd)
+
+        def read() -> str:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            tmp.flush()
+            tmp.seek(0)
+            return tmp.read().decode("utf-8", "replace")
+        try:
+            yield read
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            for fd, old in saved.items():
+                os.dup2(old, fd)
+                os.close(old)
 
 
 # ================================================================================================================
@@ -203,6 +264,44 @@ def opencv_to_blender_c2w(extrinsics) -> np.ndarray:
     return np.linalg.inv(E) @ np.diag([1.0, -1.0, -1.0, 1.0])
 
 
+def input_camera_path(num_frames: int, rng: np.random.Generator, points: Sequence, *, fov_range_deg=(30.0, 50.0),
+                      elevation_range_deg=(-10.0, 30.0), orbit_prob: float = 0.3, orbit_rate_deg=(0.5, 2.0),
+                      fill_range=(0.8, 0.95), size: int = 512) -> tuple[list, dict]:
+    """One monocular input-video camera path: a camera looking at the origin (z-up) with a random fov (uniform in
+    ``fov_range_deg``), elevation and azimuth, fixed or - with probability ``orbit_prob`` - slowly orbiting
+    (constant yaw rate per frame from ``orbit_rate_deg``, random sign). Its distance is the smallest for which every
+    point of every frame (``points``: per-frame ``[P_t, 3]`` arrays, canonical) projects within ``fill`` (drawn
+    from ``fill_range``) of the half image around the centre, so the object fills the frame over the whole clip.
+    Returns ``(cameras [T], params)``."""
+    from ss4d.render.camera import Camera, intrinsics_from_fov, look_at_extrinsics  # noqa: PLC0415
+
+    fov = math.radians(rng.uniform(*fov_range_deg))
+    elev = math.radians(rng.uniform(*elevation_range_deg))
+    yaw0 = rng.uniform(0.0, 2 * math.pi)
+    fill = rng.uniform(*fill_range)
+    orbit = bool(rng.uniform() < orbit_prob)
+    rate = math.radians(rng.uniform(*orbit_rate_deg)) * float(rng.choice([-1.0, 1.0])) if orbit else 0.0
+    s = fill * math.tan(fov / 2)
+    dirs, radius = [], 0.05
+    for t in range(num_frames):
+        y = yaw0 + rate * t
+        d = np.array([math.cos(y) * math.cos(elev), math.sin(y) * math.cos(elev), math.sin(elev)])
+        dirs.append(d)
+        zc = -d                                           # camera forward (OpenCV z)
+        xc = np.cross(zc, [0.0, 0.0, 1.0])
+        xc /= np.linalg.norm(xc)
+        yc = np.cross(zc, xc)
+        p = np.asarray(points[min(t, len(points) - 1)], dtype=np.float64).reshape(-1, 3)
+        if p.size:  # camera at r*d: depth of p is r - p.d = r + p.zc; need max(|p.xc|, |p.yc|) <= s * depth
+            need = np.maximum(np.abs(p @ xc), np.abs(p @ yc)) / s - p @ zc
+            radius = max(radius, float(need.max()), float((0.05 - p @ zc).max()))
+    cams = [Camera(look_at_extrinsics(radius * d), intrinsics_from_fov(fov), size, size,
+                   max(0.05, radius - 1.0), radius + 1.0) for d in dirs]
+    params = {"fov": fov, "elevation": elev, "yaw0": yaw0, "yaw_rate": rate, "radius": radius, "orbit": orbit,
+              "fill": fill}
+    return cams, params
+
+
 def safe_name(name: str, max_len: int = 80) -> str:
     s = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._")
     return (s or "clip")[:max_len]
@@ -264,7 +363,7 @@ class RenderedClip:
     frame_range: tuple
     center: list
     scale: float
-    bound_radius: float
+    bound_radius: float           # largest distance of a vertex of a sampled frame from the origin (canonical)
     views: list                   # T lists of V Camera (read back from Blender)
     cond: list                    # K lists of T Camera
     cond_params: list             # K dicts (fov, elevation, yaw0, yaw_rate, radius, orbit)
@@ -285,7 +384,8 @@ class RenderedClip:
 # ================================================================================================================
 def reset_scene():
     bpy = require_bpy()
-    bpy.ops.wm.read_factory_settings(use_empty=True)
+    with _capture_stderr():  # "Unable to initialise audio" on machines without a sound device
+        bpy.ops.wm.read_factory_settings(use_empty=True)
 
 
 def _run_importer(kind: str, path: str):
@@ -317,9 +417,9 @@ def import_asset(path) -> list:
     except AssetError:
         raise
     except Exception as e:  # noqa: BLE001 - importers raise RuntimeError with Blender's report text
-        msg = str(e).strip().splitlines()
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.strip().startswith("Location:")]
         raise AssetError("import_failed", f"{Path(path).name}: Blender could not import it "
-                                          f"({msg[-1] if msg else type(e).__name__})") from None
+                                          f"({lines[-1] if lines else type(e).__name__})") from None
     if "FINISHED" not in res:
         raise AssetError("import_failed", f"{Path(path).name}: the importer returned {sorted(res)}")
     objs = [o for o in bpy.data.objects if o not in before]
@@ -535,10 +635,45 @@ def evaluate_meshes(visible: set | None = None) -> tuple[np.ndarray, np.ndarray]
     return np.concatenate(verts), np.concatenate(faces)
 
 
-def scene_vertex_count() -> int:
-    """Vertices of all geometry data before modifiers (cheap pre-check against the vertex budget)."""
+def scene_vertex_count(visible: set | None = None) -> int:
+    """Vertices of the render-visible mesh data before modifiers (a cheap pre-check against the vertex budget;
+    the evaluated meshes are checked again per frame)."""
     bpy = require_bpy()
-    return int(sum(len(m.vertices) for m in bpy.data.meshes if m.users))
+    visible = _render_visible_objects() if visible is None else visible
+    meshes = {o.data for o in bpy.data.objects if o.type == "MESH" and o.name in visible and o.data is not None}
+    return int(sum(len(m.vertices) for m in meshes))
+
+
+def measure_clip(clip: ClipInfo, frames: Sequence[float], visible: set, max_vertices: int | None = None,
+                 max_bounds_frames: int = 256) -> tuple[np.ndarray, float, float]:
+    """Evaluate the (active, world-space) clip at every integer frame of its range plus ``frames`` and return
+    ``(center, scale, motion)``: the normalisation of the union of the per-frame bounds (see
+    :func:`normalization_from_bounds`) and the largest vertex displacement from the first evaluated frame in
+    world units (``inf`` when the topology changes). Call with the canonical root at identity."""
+    lo = np.full(3, np.inf)
+    hi = np.full(3, -np.inf)
+    first, motion, seen = None, 0.0, False
+    for f in bounds_frames(clip.frame_start, clip.frame_end, frames, max_bounds_frames):
+        set_frame(float(f))
+        v, _ = evaluate_meshes(visible)
+        if v.shape[0] == 0:
+            continue
+        check_vertex_budget(v.shape[0], max_vertices)
+        if not np.isfinite(v).all():
+            raise AssetError("bad_geometry", f"non-finite vertices at frame {f}")
+        if first is None:
+            first = v
+        elif first.shape == v.shape:
+            motion = max(motion, float(np.abs(v - first).max()))
+        else:
+            motion = float("inf")
+        lo = np.minimum(lo, v.min(0))
+        hi = np.maximum(hi, v.max(0))
+        seen = True
+    if not seen:
+        raise AssetError("no_geometry", "no visible mesh geometry in this clip")
+    center, scale = normalization_from_bounds(lo, hi)
+    return center, scale, motion
 
 
 def _canonical_root():
@@ -720,7 +855,6 @@ def render_asset(path, settings: RenderSettings, clip_ids: Callable[[list[str]],
     from mathutils import Matrix  # noqa: PLC0415
 
     from .hammersley import hammersley_cameras  # noqa: PLC0415
-    from .procedural import input_camera_path  # noqa: PLC0415
 
     emit = on_event or (lambda e: None)
     reset_scene()
@@ -730,7 +864,8 @@ def render_asset(path, settings: RenderSettings, clip_ids: Callable[[list[str]],
     fps = float(sc.render.fps) / float(sc.render.fps_base or 1.0)
     all_clips = list_clips()
     clips = _select(all_clips, settings)
-    ids = clip_ids([c.name for c in clips])
+    id_of = dict(zip([c.name for c in all_clips], clip_ids([c.name for c in all_clips])))  # ids over all clips
+    ids = [id_of[c.name] for c in clips]
     emit({"event": "asset", "clips": [c.name for c in all_clips], "selected": [c.name for c in clips],
           "ids": ids, "static": bool(all_clips and all_clips[0].static), "fps": fps})
     if not clips:
@@ -752,75 +887,57 @@ def render_asset(path, settings: RenderSettings, clip_ids: Callable[[list[str]],
             activate_clip(clip, rest)
             root.matrix_world = Matrix.Identity(4)
             frames = sample_frames(clip.frame_start, clip.frame_end, T)
-            # --- clip bounds over the whole range (world space, normalisation off) ---
-            lo = np.full(3, np.inf)
-            hi = np.full(3, -np.inf)
-            pts = []
-            first_b, motion_w = None, 0.0  # clip-wide motion (world units) over every evaluated frame
-            for f in bounds_frames(clip.frame_start, clip.frame_end, frames, settings.max_bounds_frames):
-                set_frame(float(f))
-                v, _ = evaluate_meshes(visible)
-                if v.shape[0] == 0:
-                    continue
-                if first_b is None:
-                    first_b = v
-                elif first_b.shape == v.shape:
-                    motion_w = max(motion_w, float(np.abs(v - first_b).max()))
-                else:
-                    motion_w = float("inf")
-                check_vertex_budget(v.shape[0], settings.max_vertices)
-                if not np.isfinite(v).all():
-                    raise AssetError("bad_geometry", f"non-finite vertices at frame {f}")
-                lo = np.minimum(lo, v.min(0))
-                hi = np.maximum(hi, v.max(0))
-                pts.append(v)
-            if not pts:
-                raise AssetError("no_geometry", "no visible mesh geometry in this clip")
-            center, scale = normalization_from_bounds(lo, hi)
-            bound_radius = float(max(np.linalg.norm((p - center) * scale, axis=1).max() for p in pts))
-            del pts
+            center, scale, motion_w = measure_clip(clip, frames, visible, settings.max_vertices,
+                                                   settings.max_bounds_frames)
             _set_normalization(root, center, scale)
             bpy.context.view_layer.update()
             # --- cameras ---
             if settings.per_frame_views:
-                view_cams = [hammersley_cameras(settings.num_views, settings.radius, fov, S,
+                view_cams = [hammersley_cameras(settings.num_views, radius=settings.radius, fov=fov, width=S,
                                                 rng=_clip_rng(settings.seed, cid, 100 + t)) for t in range(T)]
             else:
-                vc = hammersley_cameras(settings.num_views, settings.radius, fov, S,
+                vc = hammersley_cameras(settings.num_views, radius=settings.radius, fov=fov, width=S,
                                         rng=_clip_rng(settings.seed, cid, 1))
                 view_cams = [vc] * T
-            cond_cams, cond_params = [], []
-            for k in range(int(settings.input_paths)):
-                cams, params = input_camera_path(T, _clip_rng(settings.seed, cid, 1000 + k), max(bound_radius, 1e-3),
-                                                 fov_range_deg=tuple(settings.input_fov_deg),
-                                                 elevation_range_deg=tuple(settings.input_elevation_deg),
-                                                 orbit_prob=float(settings.input_orbit_prob), size=C)
-                cond_cams.append(cams)
-                cond_params.append(params)
-            # --- frames ---
+            # --- pass 1: the evaluated mesh of every sampled frame (canonical now) ---
             folder = make_folder(cid)
-            (folder / "views").mkdir()
-            (folder / "meshes").mkdir()
-            for k in range(len(cond_cams)):
-                (folder / ("cond" if k == 0 else f"cond_{k}")).mkdir()
-            done: dict = {}
-            stored_views = [[None] * settings.num_views for _ in range(T)]
-            stored_cond = [[None] * T for _ in range(len(cond_cams))]
-            nverts, nfaces, n_renders, first, motion = [], [], 0, None, 0.0
-            t_render = 0.0
+            for sub in ["views", "meshes"] + [("cond" if k == 0 else f"cond_{k}")
+                                              for k in range(int(settings.input_paths))]:
+                (folder / sub).mkdir()
+            nverts, nfaces, first, motion, frame_pts, bound_radius = [], [], None, 0.0, [], 0.0
             for t, f in enumerate(frames):
                 set_frame(float(f))
-                v, fc = evaluate_meshes(visible)  # canonical now
+                v, fc = evaluate_meshes(visible)
                 np.savez_compressed(folder / "meshes" / f"f{t:03d}.npz", vertices=v.astype(np.float32),
                                     faces=fc.astype(np.int32), frame=np.float64(f))
                 nverts.append(int(v.shape[0]))
                 nfaces.append(int(fc.shape[0]))
+                frame_pts.append(v[:: max(1, v.shape[0] // 50000)])
+                if v.shape[0]:
+                    bound_radius = max(bound_radius, float(np.linalg.norm(v, axis=1).max()))
                 if first is None:
                     first = v
                 elif first.shape == v.shape:
                     motion = max(motion, float(np.abs(v - first).max()))
                 else:
                     motion = float("nan")
+            # --- monocular input camera paths, fitted to the object over the whole clip ---
+            cond_cams, cond_params = [], []
+            for k in range(int(settings.input_paths)):
+                cams, params = input_camera_path(T, _clip_rng(settings.seed, cid, 1000 + k), frame_pts,
+                                                 fov_range_deg=settings.input_fov_deg,
+                                                 elevation_range_deg=settings.input_elevation_deg,
+                                                 orbit_prob=settings.input_orbit_prob, size=C)
+                cond_cams.append(cams)
+                cond_params.append(params)
+            del frame_pts
+            # --- pass 2: renders ---
+            done: dict = {}
+            stored_views = [[None] * settings.num_views for _ in range(T)]
+            stored_cond = [[None] * T for _ in range(len(cond_cams))]
+            n_renders, t_render = 0, 0.0
+            for t, f in enumerate(frames):
+                set_frame(float(f))
                 jobs = [(folder / "views" / f"f{t:03d}_v{j:03d}.png", cam, S, ("v", t, j))
                         for j, cam in enumerate(view_cams[t])]
                 jobs += [(folder / ("cond" if k == 0 else f"cond_{k}") / f"f{t:03d}.png", cond_cams[k][t], C,
@@ -832,8 +949,7 @@ def render_asset(path, settings: RenderSettings, clip_ids: Callable[[list[str]],
                     if err > 1e-4:
                         raise RuntimeError(f"camera placement error {err:.2e}")
                     # identical state (same frame value and camera) -> copy the earlier render
-                    key = (float(f) if not clip.static else 0.0, size,
-                           np.round(got.extrinsics.double().numpy(), 6).tobytes(),
+                    key = (float(f), size, np.round(got.extrinsics.double().numpy(), 6).tobytes(),
                            round(float(got.intrinsics[0, 0]), 6))
                     if key in done:
                         shutil.copyfile(done[key], out)
@@ -847,7 +963,7 @@ def render_asset(path, settings: RenderSettings, clip_ids: Callable[[list[str]],
                         stored_views[slot[1]][slot[2]] = got
                     else:
                         stored_cond[slot[1]][slot[2]] = got
-            clip_motion = motion_w * scale
+            clip_motion = motion_w * scale if np.isfinite(motion_w) else float("inf")
             static = bool(clip.static or clip_motion < 1e-6)
             flags = ["static"] if static else []
             if not clip.static and static:

@@ -1011,30 +1011,35 @@ def _cameras_per_frame(cameras, T: int) -> list[list[Camera]]:
 
 @torch.no_grad()
 def render_views(clip: ProceduralClip, cameras, size: int | tuple[int, int] | None = None, *,
-                 frames=None, ssaa: int = 1, straight_alpha: bool = True) -> torch.Tensor:
+                 frames=None, ssaa: int = 1, straight_alpha: bool = True, device=None) -> torch.Tensor:
     """Render ``rgba [T, V, 4, H, W]`` float in [0, 1].
 
     ``cameras``: a list of ``V`` cameras shared by all frames, or ``T`` lists of ``V`` cameras (one list per
     frame), or a single camera. ``size``: output size (int or ``(W, H)``; default: each camera's own size).
     ``frames``: subset of frame indices (default all). The background is transparent; with ``straight_alpha``
     (default, what RGBA PNGs store) colour is un-premultiplied (``C / alpha``, 0 where alpha < 1/255), otherwise
-    premultiplied (colour over black)."""
+    premultiplied (colour over black). ``device``: render there (e.g. ``"cuda"``); the result is returned on the
+    CPU."""
     frames = list(range(clip.num_frames)) if frames is None else [int(f) for f in frames]
     per_frame = _cameras_per_frame(cameras, clip.num_frames)
     out = []
     for t in frames:
         g = clip.gaussian_params(t)
+        if device is not None:
+            g = {k: v.to(device) for k, v in g.items()}
         views = []
         for cam in per_frame[t]:
             if size is not None:
                 w, h = (size, size) if isinstance(size, int) else size
                 cam = cam.resized(int(w), int(h))
+            if device is not None:
+                cam = cam.to(device)
             o = rasterize(g, cam, (0.0, 0.0, 0.0), ssaa=ssaa)
             a = o["alpha"].clamp(0, 1)
             c = o["color"].clamp(0, 1)
             if straight_alpha:
                 c = torch.where(a > 1.0 / 255.0, (c / a.clamp_min(1e-6)).clamp(0, 1), torch.zeros_like(c))
-            views.append(torch.cat([c, a], 0))
+            views.append(torch.cat([c, a], 0).cpu())
         out.append(torch.stack(views))
     return torch.stack(out)
 

@@ -138,11 +138,13 @@ def find_assets(paths: Sequence) -> tuple[list[Path], list[dict]]:
         if p.is_dir():
             found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in SUPPORTED_EXTENSIONS)
             if not found:
-                problems.append({"asset": str(p), "code": "no_assets", "error": f"{p}: no 3D files in this folder"})
+                problems.append({"asset": str(p), "asset_id": safe_name(p.name), "code": "no_assets",
+                                 "error": f"{p}: no 3D files in this folder"})
         elif p.exists():
             found = [p]
         else:
-            problems.append({"asset": str(p), "code": "missing", "error": f"{p}: no such file or folder"})
+            problems.append({"asset": str(p), "asset_id": safe_name(p.stem), "code": "missing",
+                             "error": f"{p}: no such file or folder"})
             found = []
         for q in found:
             r = q.resolve()
@@ -258,9 +260,10 @@ def finalize_clip(rc: RenderedClip, settings: RenderSettings, *, resolution: int
         ci = torch.stack([torch.stack([c.intrinsics.float() for c in path]) for path in rc.cond])
         tensors.update(cond_extrinsics=ce[0].clone(), cond_intrinsics=ci[0].clone(),
                        cond_paths_extrinsics=ce.contiguous(), cond_paths_intrinsics=ci.contiguous())
-    meta_st = {"format": FORMAT, "resolution": str(R), "num_frames": str(T), "num_views": str(V),
-               "feature": enc_name, "feat_dim": str(int(tensors["feats"].shape[1])), "source": "blender"}
-    save_file(tensors, str(folder / "frames.safetensors"), metadata=meta_st)
+    meta_st = {"format": FORMAT, "resolution": R, "num_frames": T, "num_views": V, "feature": enc_name,
+               "feat_dim": int(tensors["feats"].shape[1]), "source": "blender"}
+    # one metadata entry (as ss4d.data.dataset): safetensors writes its metadata map in arbitrary order
+    save_file(tensors, str(folder / "frames.safetensors"), metadata={"ss4d": json.dumps(meta_st, sort_keys=True)})
     cams = {"views": [[c.to_dict() for c in cs] for cs in rc.views],
             "cond": [c.to_dict() for c in rc.cond[0]] if K else [],
             "cond_paths": [[c.to_dict() for c in path] for path in rc.cond]}
@@ -283,7 +286,8 @@ def finalize_clip(rc: RenderedClip, settings: RenderSettings, *, resolution: int
     return {"id": clip_id, "format": FORMAT, "kind": "asset", "source": "blender", "num_frames": T,
             "resolution": R, "num_views": V, "view_size": int(settings.size), "cond_size": int(settings.cond_size),
             "input_paths": K, "feature": enc_name, "feat_dim": int(tensors["feats"].shape[1]), "num_voxels": nvox,
-            "flags": list(rc.flags), "files": files, "asset": asset["path"], "asset_id": asset["id"],
+            "flags": list(rc.flags) + (["orbit_cond"] if any(p.get("orbit") for p in rc.cond_params) else []),
+            "files": files, "asset": asset["path"], "asset_id": asset["id"],
             "asset_sha256": asset["sha256"], "clip": rc.name, "frame_range": list(rc.frame_range),
             "frames": rc.frames, "engine": settings.engine, "samples": int(settings.samples)}
 
@@ -494,7 +498,8 @@ def render_assets(assets: Sequence, out, *, num_frames: int = 16, num_views: int
                 continue
             inv = inventory.get(h)
             if inv is not None:
-                want = clip_ids_for(aid, select_clips(inv["clips"], settings.clips, settings.max_clips))
+                id_of = dict(zip(inv["clips"], clip_ids_for(aid, inv["clips"])))
+                want = [id_of[n] for n in select_clips(inv["clips"], settings.clips, settings.max_clips)]
                 if want and all(c in done for c in want):
                     summary["already_done"].extend(want)
                     progress(f"{aid}: all {len(want)} clip(s) already rendered")

@@ -30,7 +30,7 @@ from PIL import Image
 from ss4d.io_utils import atomic_file, atomic_write_text
 from ss4d.pipeline.video_io import write_video
 from ss4d.render.camera import Camera, orbit_camera
-from ss4d.render.preview import gaussians_to_voxels, render_voxels, voxel_colors_from_gaussians
+from ss4d.render.preview import DEFAULT_AABB, gaussians_to_voxels, render_voxels, voxel_colors_from_gaussians
 from ss4d.render.rasterizer import rasterize
 
 __all__ = [
@@ -359,16 +359,17 @@ def write_all_renders(out_dir, gaussians_list: Sequence, input_frames=None, coor
         except ValueError as e:
             warnings.warn(f"input | output video skipped: {e}", stacklevel=2)
 
+    aabb = getattr(gl[0], "aabb", DEFAULT_AABB)
     paths["voxels"] = write_video(out_dir / "voxels.mp4", render_voxel_orbit_frames(
-        coords, cols, res, schedule=sched, voxel_resolution=voxel_resolution), fps)
+        coords, cols, res, schedule=sched, voxel_resolution=voxel_resolution, aabb=aabb), fps)
     T = len(gl)
     k = min(4, T)
     pick = sorted({round(i * (T - 1) / max(k - 1, 1)) for i in range(k)})
     cam = _camera(45.0, DEFAULT_PITCH_DEG, res)
-    strip = np.concatenate([render_voxels(coords[t], cols[t], cam, voxel_resolution) for t in pick], 1)
+    strip = np.concatenate([render_voxels(coords[t], cols[t], cam, voxel_resolution, aabb=aabb) for t in pick], 1)
     paths["voxels_image"] = _save_png(out_dir / "voxels.png", strip)
     meta["orbit_frames"] = len(sched)
     meta["voxels_image_frames"] = pick
-    meta["files"] = {k: p.name for k, p in paths.items()}
+    meta["files"] = {name: p.name for name, p in paths.items()}
     paths["meta"] = atomic_write_text(out_dir / "renders.json", json.dumps(meta, indent=2) + "\n", overwrite=True)
     return paths

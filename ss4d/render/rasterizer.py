@@ -164,52 +164,53 @@ def _bin(means2d, cov2d, conic, opacity, depth, radius, W: int, H: int, tile: in
     lo = x0.index_select(0, row_rank)
     hi = x1.index_select(0, row_rank) - 1
     if tight:
-        lo2, hi2 = _row_ranges(means2d[gids].index_select(0, row_rank), conic[gids].index_select(0, row_rank),
-                               opacity[gids].index_select(0, row_rank), ty, tile, H)
+        lo2, hi2 = _row_ranges(means2d[gids], conic[gids], opacity[gids], row_rank, ty, tile, H)
         lo, hi = torch.maximum(lo, lo2), torch.minimum(hi, hi2)
     cnt = (hi - lo + 1).clamp_min(0)
     P = int(cnt.sum())
     # expand every row to its tiles: tile id = row base + running index
-    base = ty * gx + lo - (torch.cumsum(cnt, 0) - cnt)
-    tid = (torch.repeat_interleave(base, cnt) + torch.arange(P, device=device)).to(torch.int32)
-    order = torch.argsort(tid, stable=True)  # stable: keeps the depth order inside a tile
-    pair_gid = torch.repeat_interleave(gids.index_select(0, row_rank), cnt).index_select(0, order)
-    count = torch.bincount(tid, minlength=n_tiles)
+    base = (ty * gx + lo - (torch.cumsum(cnt, 0) - cnt)).to(torch.int32)
+    tid = torch.repeat_interleave(base, cnt).add_(torch.arange(P, device=device, dtype=torch.int32))
+    tid = tid.to(torch.int16) if n_tiles < 2**15 else tid  # small keys sort faster
+    order = torch.sort(tid, stable=True)[1]  # stable: keeps the depth order inside a tile
+    gid32 = gids.to(torch.int32).index_select(0, row_rank)
+    pair_gid = torch.repeat_interleave(gid32, cnt).index_select(0, order)
+    count = torch.bincount(tid.to(torch.int64), minlength=n_tiles)
     start = torch.cumsum(count, 0) - count
     return pair_gid, start, count, gx, gy
 
 
-def _row_ranges(m, conic, o, ty, tile: int, H: int):
-    """For each (Gaussian, tile row): the range of tile columns ``[lo, hi]`` whose pixel centres can see
-    ``alpha >= 1/255``, i.e. ``q(d) = d^T conic d <= 2 log(255 o)``, within the row's band of pixel-centre rows.
+def _row_ranges(m, conic, o, row_rank, ty, tile: int, H: int):
+    """For each (Gaussian ``row_rank``, tile row ``ty``): the range of tile columns ``[lo, hi]`` whose pixel centres
+    can see ``alpha >= 1/255``, i.e. ``q(d) = d^T conic d <= 2 log(255 o)``, within the row's band of pixel rows.
 
     Exact for the ellipse (the x-extent of a convex set over a band is an interval whose ends are reached at the
-    clamped tangent points), computed in float64 with a 1% margin on ``q`` plus 0.01 px."""
+    clamped tangent points), with a 1% margin on ``q`` plus 0.01 px that covers the float32 rounding here and in
+    the tile kernel. Per-Gaussian constants are formed in float64."""
     dt = torch.float64
-    m, conic = m.to(dt), conic.to(dt)
-    a, b, c = conic[:, 0], conic[:, 1], conic[:, 2]
-    mx, my = m[:, 0], m[:, 1]
+    a, b, c = conic[:, 0].to(dt), conic[:, 1].to(dt), conic[:, 2].to(dt)
     thr = 2 * torch.log((o.to(dt) * 255.0).clamp_min(1.0)) * 1.01 + 0.01
     det = (a * c - b * b).clamp_min(1e-300)
     y_ext = torch.sqrt(thr * a / det)
-    x_ext = torch.sqrt(thr * c / det)
-    yl = ty.to(dt) * tile
+    d_r = -b * torch.sqrt(thr * c / det) / c  # dy of the rightmost point (the leftmost is at -d_r)
+    mx, my = m[:, 0].to(dt), m[:, 1].to(dt)
+    table = torch.stack([my, y_ext, d_r, -b / a, 1.0 / a, thr * a, det, mx + 0.01 + 1e-6 * mx.abs(),
+                         mx - 0.01 - 1e-6 * mx.abs() - (tile - 1)], 1).float()
+    my, y_ext, d_r, kb, ia, tha, det, mx_hi, mx_lo = table.index_select(0, row_rank).unbind(1)
+    yl = ty.float() * tile
     l = torch.maximum(yl - my, -y_ext)
-    h = torch.minimum(torch.clamp(yl + (tile - 1), max=H - 1) - my, y_ext)
-    d_r = -b * x_ext / c  # dy of the rightmost point of the ellipse (the leftmost is at -d_r)
+    h = torch.minimum(yl.clamp_max_(H - tile).add_(tile - 1) - my, y_ext)  # last pixel row min(yl + t - 1, H - 1)
+    empty = l > h
 
     def xbound(dy, sign):
-        return -b / a * dy + sign * torch.sqrt((thr * a - det * dy * dy).clamp_min(0)) / a
+        half = torch.addcmul(tha, det, dy * dy, value=-1.0).clamp_min_(0).sqrt_().mul_(ia)
+        return torch.addcmul(half if sign > 0 else half.neg_(), kb, dy)
 
-    right = xbound(torch.minimum(torch.maximum(d_r, l), h), 1.0)
-    left = xbound(torch.minimum(torch.maximum(-d_r, l), h), -1.0)
-    slack = 0.01 + 1e-6 * mx.abs()
-    lo = torch.ceil((mx + left - slack - (tile - 1)) / tile)
-    hi = torch.floor((mx + right + slack) / tile)
-    empty = l > h
-    lo = torch.where(empty, torch.full_like(lo, 1.0), lo).clamp(-1, 2**30).to(torch.int64)
-    hi = torch.where(empty, torch.full_like(hi, 0.0), hi).clamp(-1, 2**30).to(torch.int64)
-    return lo, hi
+    right = xbound(torch.clamp(d_r, l, h), 1)
+    left = xbound(torch.clamp(d_r.neg_(), l, h), -1)
+    lo = torch.ceil(left.add_(mx_lo).div_(tile)).clamp_(-1, 2**24).to(torch.int64)
+    hi = torch.floor(right.add_(mx_hi).div_(tile)).clamp_(-1, 2**24).to(torch.int64)
+    return lo.masked_fill_(empty, 1), hi.masked_fill_(empty, 0)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -328,7 +329,8 @@ def _chunk_backward(Gp, T_in, px, py, g_c, g_T):
     With ``s_i = sum_c g_c f_ic``, ``V = sum_i s_i w_i + g_T T_out`` and ``U_i = V - sum_{j<=i} s_j w_j``:
     ``dL/dalpha_i = s_i T_i - U_i / (1 - alpha_i)`` for the Gaussians composited before the early stop,
     ``dL/dT_in = V / T_in`` and ``dL/df_ic = sum_p g_c w_i``; then through the clamp/threshold of alpha,
-    ``alpha = o exp(power)`` and the quadratic form."""
+    ``alpha = o exp(power)`` and the quadratic form. Gaussians past a pixel's stop get alpha = 0 here (no weight,
+    no gradient), which is applied only to the rows of the pixels that stop inside this chunk."""
     n, k = Gp.shape[1], Gp.shape[2]
     t = px.shape[1]
     npx = t * t
@@ -338,38 +340,52 @@ def _chunk_backward(Gp, T_in, px, py, g_c, g_T):
     qx = (-0.5 * ca)[:, None, :] * (dx * dx)
     qy = (-0.5 * cc)[:, None, :] * (dy * dy)
     bdy = (-cb)[:, None, :] * dy
-    e = torch.addcmul(qy[:, :, None, :] + qx[:, None, :, :], bdy[:, :, None, :], dx[:, None, :, :]).exp_()
-    e = e.view(n, npx, k)
-    a_raw = e * op[:, None, :]
-    alpha = a_raw.clamp_max(ALPHA_MAX)
-    alpha = torch.threshold_(alpha, ALPHA_MIN_BELOW[alpha.dtype], 0.0)
+    alpha = torch.add(qy[:, :, None, :], qx[:, None, :, :])
+    alpha.addcmul_(bdy[:, :, None, :], dx[:, None, :, :]).exp_().mul_(op[:, None, None, :])
+    clamp = bool((op > ALPHA_MAX).any())
+    clamped = alpha > ALPHA_MAX if clamp else None
+    if clamp:
+        alpha.clamp_max_(ALPHA_MAX)
+    alpha = torch.threshold_(alpha, ALPHA_MIN_BELOW[alpha.dtype], 0.0).view(n, npx, k)
     om = torch.rsub(alpha, 1.0)
-    Tex = torch.empty_like(om)  # transmittance before each Gaussian
-    Tex[:, :, 0] = T_in
-    torch.cumprod(om[:, :, :-1], 2, out=Tex[:, :, 1:])
-    Tex[:, :, 1:] *= T_in[:, :, None]
-    T_last = Tex[:, :, -1] * om[:, :, -1]
-    valid = Tex * om >= T_MIN
-    going = valid[:, :, -1]  # the pixel did not stop (T_out = T_last)
-    w = alpha * Tex * valid
+    om[:, :, 0].mul_(T_in)
+    Tinc = torch.cumprod(om, 2)  # transmittance after each Gaussian
+    om[:, :, 0] = 1.0 - alpha[:, :, 0]
+    T_last = Tinc[:, :, -1].clone()
+    going = T_last >= T_MIN
+    stop = ~going & (T_in > 0)
+    if bool(stop.any()):
+        flat = torch.nonzero(stop.view(-1)).squeeze(1)
+        past = Tinc.view(-1, k).index_select(0, flat) < T_MIN  # [m, k] at and after the stop
+        a_rows = alpha.view(-1, k).index_select(0, flat).masked_fill_(past, 0.0)
+        alpha.view(-1, k).index_copy_(0, flat, a_rows)
+        o_rows = 1.0 - a_rows
+        om.view(-1, k).index_copy_(0, flat, o_rows)
+        o_rows[:, 0] *= T_in.view(-1).index_select(0, flat)
+        Tinc.view(-1, k).index_copy_(0, flat, torch.cumprod(o_rows, 1))
     feats = torch.cat([Gp[_R:_Z + 1], torch.ones_like(Gp[:1])], 0).permute(1, 0, 2)  # [n, 5, k]
-    d_feats = torch.bmm(g_c, w)  # [n, 5, k]
     S = torch.bmm(g_c.transpose(1, 2), feats)  # [n, t*t, k]
-    sw = S * w
-    V = sw.sum(2) + g_T * T_last * going  # [n, t*t]
-    U = V[:, :, None] - torch.cumsum(sw, 2)
-    d_alpha = (S * Tex - U / om) * valid
+    w = torch.empty_like(alpha)  # alpha_i T_i (T_i before Gaussian i)
+    torch.mul(alpha[:, :, 1:], Tinc[:, :, :-1], out=w[:, :, 1:])
+    torch.mul(alpha[:, :, 0], T_in, out=w[:, :, 0])
+    d_feats = torch.bmm(g_c, w)  # [n, 5, k]
+    X = w.mul_(S).cumsum_(2)  # prefix sums of s_j w_j
+    V = X[:, :, -1] + torch.where(going, g_T * T_last, torch.zeros_like(T_last))
+    X.sub_(V[:, :, None]).div_(om)  # -U_i / (1 - alpha_i)
+    X[:, :, 1:].addcmul_(S[:, :, 1:], Tinc[:, :, :-1])
+    X[:, :, 0].addcmul_(S[:, :, 0], T_in)  # dL/dalpha
     T_safe = torch.where(T_in > 0, T_in, torch.ones_like(T_in))
     d_Tin = torch.where(T_in > 0, V / T_safe, torch.zeros_like(V))
-    # through min(0.99, .) and the 1/255 cut-off, then alpha_raw = o * e
-    g_raw = d_alpha * ((a_raw <= ALPHA_MAX) & (alpha > 0))
-    g_pow = (g_raw * a_raw).view(n, t, t, k)
-    d_op = (g_raw * e).sum(1)  # [n, k]
+    g_pow = X.mul_(alpha)  # alpha = o exp(power) where it passes the clamp/threshold, else no gradient
+    if clamp:
+        g_pow.masked_fill_(clamped.view(n, npx, k), 0.0)
+    g_pow = g_pow.view(n, t, t, k)
     Gx = g_pow.sum(1)  # [n, t(x), k]
     Gy = g_pow.sum(2)  # [n, t(y), k]
     M = (g_pow * dx[:, None, :, :]).sum(2)  # [n, t(y), k]: sum_x g dx
     s_dx = (Gx * dx).sum(1)
     s_dy = (Gy * dy).sum(1)
+    d_op = torch.where(op > 0, Gx.sum(1) / torch.where(op > 0, op, torch.ones_like(op)), torch.zeros_like(op))
     d_mx = -ca * s_dx - cb * s_dy
     d_my = -cc * s_dy - cb * s_dx
     d_ca = -0.5 * (Gx * dx * dx).sum(1)
@@ -387,6 +403,7 @@ def _below(v, dt):
 
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 ALPHA_MIN_BELOW = {dt: _below(ALPHA_MIN, dt) for dt in _DTYPES}
+_BATCH_ELEMS = 1 << 21  # elements of one [tiles, pixels, chunk] batch (8 MB in float32)
 
 
 class _Raster(torch.autograd.Function):
@@ -404,28 +421,32 @@ class _Raster(torch.autograd.Function):
         active = order[count[order] > 0]
         P = pair_gid.numel()
         ar = torch.arange(chunk, device=device)
-        ws = torch.empty(active.numel() * npx * min(chunk, int(count.max()) if P else 1), dtype=dtype,
+        group = max(1, _BATCH_ELEMS // (npx * chunk))  # tiles per batch: bounds the [tiles, px, chunk] buffers
+        ws = torch.empty(min(group, active.numel()) * npx * min(chunk, int(count.max()) if P else 1), dtype=dtype,
                          device=device)
         steps = []
         s = 0
         while active.numel() > 0:
-            cnt_a = count.index_select(0, active)
-            kk = min(chunk, int(cnt_a[0]) - s)  # tiles are sorted by count: the first one is the longest
-            st = start.index_select(0, active)[:, None] + s + ar[:kk]
-            valid = (s + ar[:kk])[None, :] < cnt_a[:, None]
-            gid = pair_gid.index_select(0, st.clamp(max=max(P - 1, 0)).view(-1)).view(st.shape)
-            gid = torch.where(valid, gid, N)
-            Gp = Gt.index_select(1, gid.view(-1)).view(_NF, *gid.shape)
-            px, py = _pixel_coords(active, gx, tile, dtype)
-            T_in = T_run.index_select(0, active)
-            contrib, T_out = _chunk_fast(Gp, T_in, px, py, ws, clamp)
-            acc.index_add_(0, active, contrib)
-            T_run.index_copy_(0, active, T_out)
-            if save:
-                steps.append((active, gid, T_in))
-            s += kk
-            alive = (cnt_a > s) & (T_out > 0).any(1)
-            active = active[alive]
+            cnt_all = count.index_select(0, active)
+            keep = []
+            for g0 in range(0, active.numel(), group):
+                act, cnt_a = active[g0:g0 + group], cnt_all[g0:g0 + group]
+                kk = min(chunk, int(cnt_a[0]) - s)  # tiles are sorted by count: the first one is the longest
+                st = start.index_select(0, act)[:, None] + s + ar[:kk]
+                valid = (s + ar[:kk])[None, :] < cnt_a[:, None]
+                gid = pair_gid.index_select(0, st.clamp(max=max(P - 1, 0)).view(-1)).view(st.shape)
+                gid = torch.where(valid, gid, N)
+                Gp = Gt.index_select(1, gid.view(-1)).view(_NF, *gid.shape)
+                px, py = _pixel_coords(act, gx, tile, dtype)
+                T_in = T_run.index_select(0, act)
+                contrib, T_out = _chunk_fast(Gp, T_in, px, py, ws, clamp)
+                acc.index_add_(0, act, contrib)
+                T_run.index_copy_(0, act, T_out)
+                if save:
+                    steps.append((act, gid, T_in))
+                keep.append(act[(cnt_a > s + kk) & (T_out > 0).any(1)])
+            s += chunk
+            active = torch.cat(keep)
         if save:
             ctx.steps = steps
             ctx.meta = (gx, gy, tile, N)

@@ -83,9 +83,10 @@ def neighbor_map(x: SparseTensor, kernel: tuple[int, ...], num_frames: int | Non
         if size >= (1 << 62):
             raise ValueError("sparse coordinates span too large a grid for a neighbour map")
         sorted_lin, order = torch.sort(lin)
-        q = lin[:, None] + delta[None]
+        q = sorted_lin[:, None] + delta[None]  # queries in sorted row order: each column ascending
         pos = torch.searchsorted(sorted_lin, q).clamp_max_(n - 1)
-        out = torch.where(sorted_lin[pos] == q, order[pos], n)
+        out = torch.empty(n, offs.shape[0], dtype=torch.int64, device=device)
+        out[order] = torch.where(sorted_lin[pos] == q, order[pos], n)
     x.cache[key] = out
     return out
 

@@ -49,8 +49,9 @@ def main(argv=None) -> int:
     except TrainingError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
-    print(json.dumps({"step": res["step"], "checkpoint": res["checkpoint"], "out_dir": res["out_dir"],
-                      **{k: round(v, 6) for k, v in res["metrics"].items()}}))
+    if res.get("rank", 0) == 0:
+        print(json.dumps({"step": res["step"], "checkpoint": res["checkpoint"], "out_dir": res["out_dir"],
+                          **{k: round(v, 6) for k, v in res["metrics"].items()}}))
     return 0
 
 

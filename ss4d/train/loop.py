@@ -392,13 +392,21 @@ def build_role(role: str, spec: dict, frozen: bool = False):
 
 def wrap_fsdp(model: torch.nn.Module) -> torch.nn.Module:
     """FSDP2 (`fully_shard`): every transformer / ResBlock in `blocks`, `input_blocks(_t)`, `out_blocks(_t)`,
-    then the root. Requires an initialised process group."""
+    then the root. Requires an initialised process group.
+
+    Sparse models pass `SparseTensor`s between blocks, on which FSDP cannot hook its pre-backward re-gather, so
+    their blocks keep the gathered parameters from forward to backward (`reshard_after_forward=False`, ZeRO-2
+    memory behaviour); dense models reshard after forward (ZeRO-3)."""
     from torch.distributed.fsdp import fully_shard
 
+    from ..models.slat_flow import SLatFlowModel
+    from ..models.slat_vae import SparseTransformerBase
+
+    sparse = isinstance(model, (SLatFlowModel, SparseTransformerBase))
     for name in ("blocks", "input_blocks", "input_blocks_t", "out_blocks_t", "out_blocks", "middle_block"):
         for blk in getattr(model, name, []) or []:
-            fully_shard(blk)
-    fully_shard(model)
+            fully_shard(blk, reshard_after_forward=not sparse)
+    fully_shard(model, reshard_after_forward=not sparse)
     return model
 
 
@@ -432,9 +440,9 @@ def _setup_distributed(cfg) -> tuple[int, int, torch.device, bool]:
 # ----------------------------------------------------------------------------------------------------------------
 # the loop
 # ----------------------------------------------------------------------------------------------------------------
-def _spec_fingerprint(cfg, specs) -> dict:
+def _spec_fingerprint(cfg, specs, fsdp: bool) -> dict:
     return {"stage": cfg["stage"], "models": specs, "batch_size": cfg["batch_size"], "seed": cfg["seed"],
-            "ema_rate": cfg["ema_rate"]}
+            "ema_rate": cfg["ema_rate"], "fsdp": fsdp}
 
 
 def _diff(a, b, path=""):
@@ -568,7 +576,7 @@ def _train(cfg, rank, world, device) -> dict:
         raise DataError(f"stage {cfg['stage']!r} needs clips with {missing}; the data set provides {sorted(first)}")
     if cfg["augment"] and cfg["stage"] not in ("ss_flow", "slat_flow"):
         raise ConfigError("augment applies to the conditioning video of the flow stages only")
-    fingerprint = _spec_fingerprint(cfg, specs)
+    fingerprint = _spec_fingerprint(cfg, specs, fsdp)
 
     # resume
     start_ckpt = None
@@ -669,7 +677,7 @@ def _train(cfg, rank, world, device) -> dict:
                              lambda t: Path(t).write_text(json.dumps(normalization, indent=2)))
     if dist.is_initialized():
         dist.barrier()
-    return {"step": trainer.step, "metrics": metrics, "out_dir": str(out_dir),
+    return {"step": trainer.step, "metrics": metrics, "out_dir": str(out_dir), "rank": rank, "world": world,
             "checkpoint": str(last_ckpt or ck.latest_checkpoint(ck_dir) or "")}
 
 

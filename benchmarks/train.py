@@ -30,7 +30,7 @@ def child(stage: str, steps: int, warmup: int, threads: int, batch_size: int | N
 
     torch.set_num_threads(threads)
     sys.path.insert(0, str(ROOT))
-    from ss4d.train.loop import build_role, collate, load_config, SyntheticClips
+    from ss4d.train.loop import SyntheticClips, build_role, collate, load_config
     from ss4d.train.trainers import TRAINERS
 
     cfg = load_config(ROOT / "configs" / "tiny" / f"{stage}.json")
@@ -94,7 +94,8 @@ def main(argv=None):
         rows.append(row)
         print(f"{stage:10s} B={row['batch_clips']} T={row['frames_per_clip']} voxels={row['voxels_per_batch']:6d} "
               f"params={row['trainable_params'] / 1e6:6.2f}M  {row['steps_per_s']:7.3f} steps/s "
-              f"({row['s_per_step']:.3f} s/step, {row['clips_per_s']:.2f} clips/s)  peak RSS {row['peak_rss_mb']:.0f} MB",
+              f"({row['s_per_step']:.3f} s/step, {row['clips_per_s']:.2f} clips/s)  "
+              f"peak RSS {row['peak_rss_mb']:.0f} MB",
               flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=2))

@@ -106,6 +106,7 @@ def random_scene(n, seed, dtype=torch.float32, scale=(0.03, 0.2)):
     rots = torch.randn(n, 4, generator=g)
     rots = rots / rots.norm(dim=-1, keepdim=True)
     opac = torch.rand(n, generator=g) * 0.95 + 0.04
+    opac[::10] = 1.0  # some fully opaque ones: alpha is clamped at 0.99 near their centres
     cols = torch.rand(n, 3, generator=g)
     return [t.to(dtype) for t in (means, scales, rots, opac, cols)]
 
@@ -159,8 +160,13 @@ def _loss(out, wts):
     return sum((out[k] * wts[k]).sum() for k in ("color", "alpha", "depth"))
 
 
-@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-9), (torch.float32, 2e-3)])
-def test_gradients_match_dense_reference(dtype, tol):
+@pytest.mark.parametrize("dtype,tol,batch", [(torch.float64, 1e-9, None), (torch.float64, 1e-9, 2 * 64 * 8),
+                                             (torch.float32, 2e-3, None)])
+def test_gradients_match_dense_reference(dtype, tol, batch, monkeypatch):
+    import ss4d.render.rasterizer as rz
+
+    if batch is not None:
+        monkeypatch.setattr(rz, "_BATCH_ELEMS", batch)  # batches of 2 tiles
     scene = random_scene(120, 11, dtype)
     cam = small_camera(yaw=1.9, pitch=-0.2)
     g = torch.Generator().manual_seed(3)
@@ -168,7 +174,9 @@ def test_gradients_match_dense_reference(dtype, tol):
            "alpha": torch.randn(1, 24, 32, generator=g, dtype=dtype),
            "depth": torch.randn(1, 24, 32, generator=g, dtype=dtype)}
     a = [t.clone().requires_grad_(True) for t in scene]
-    _loss(rasterize(tuple(a), cam, bg=(0.3, 0.6, 0.1), chunk=8), wts).backward()
+    out = rasterize(tuple(a), cam, bg=(0.3, 0.6, 0.1), chunk=8)
+    assert (out["alpha"] > 0.999).any()  # early stop is exercised
+    _loss(out, wts).backward()
     b = [t.double().clone().requires_grad_(True) for t in scene]
     _loss(reference_render(*b, cam, (0.3, 0.6, 0.1)), {k: v.double() for k, v in wts.items()}).backward()
     for name, x, y in zip(("means", "scales", "rotations", "opacities", "colors"), a, b):
@@ -263,6 +271,11 @@ def test_single_isotropic_gaussian_by_hand():
         torch.testing.assert_close(px, exp, atol=1e-12, rtol=1e-10)
         assert abs(out["alpha"][0, 16 + dy, 16 + dx].item() - a) < 1e-12
         assert abs(out["depth"][0, 16 + dy, 16 + dx].item() - 2.0 * a) < 1e-12
+    # an opaque one saturates at alpha = 0.99 in the middle
+    out1 = rasterize(_single((0.0, 0.0, 0.0), 0.2, 1.0, col), cam, bg=bg)
+    exp1 = torch.tensor([c * 0.99 + 0.01 * b for c, b in zip(col, bg)], dtype=torch.float64)
+    torch.testing.assert_close(out1["color"][:, 16, 16], exp1, atol=1e-12, rtol=1e-10)
+    assert abs(out1["alpha"][0, 16, 16].item() - 0.99) < 1e-12
     # symmetric about the centre pixel, and nothing beyond the 1/255 cut-off
     torch.testing.assert_close(out["alpha"][0], out["alpha"][0].flip(0).flip(1))
     radius = math.ceil(3 * math.sqrt(var_f))

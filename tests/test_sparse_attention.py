@@ -131,6 +131,11 @@ def test_varlen_cross_lengths_and_uniform_groups():
         q, k, v = (torch.randn(sum(lens), 2, 8, generator=g) for _ in range(3))
         gid = _group_ids(lens)
         assert_rel(sattn.varlen_attention(q, k, v, lens), ref_attention(q, k, v, gid[:, None] == gid[None]))
+    # a query group with no keys gets zeros (no NaN), the other groups are unaffected
+    q, k, v = torch.randn(5, 2, 4, generator=g), torch.randn(4, 2, 4, generator=g), torch.randn(4, 2, 4, generator=g)
+    out = sattn.varlen_attention(q, k, v, [2, 3], [0, 4])
+    assert torch.equal(out[:2], torch.zeros(2, 2, 4))
+    assert_rel(out[2:], ref_attention(q[2:], k, v, torch.ones(3, 4, dtype=torch.bool)))
     with pytest.raises(ValueError, match="sum"):
         sattn.varlen_attention(q, k, v, [3])
     with pytest.raises(ValueError, match="length"):

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_train_helpers import one_thread  # noqa: F401 (autouse fixture)
 
 from ss4d.train import augment as A
-from test_train_helpers import one_thread  # noqa: F401 (autouse fixture)
 
 
 def _sphere(T, size):

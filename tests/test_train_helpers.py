@@ -95,3 +95,17 @@ def test_synthetic_batch_format():
     # deterministic
     assert torch.equal(ds[1]["feats"], SyntheticClips(num_clips=3, num_frames=2, resolution=8, feat_channels=4,
                                                       image_size=16, num_views=2, view_size=8)[1]["feats"])
+
+
+def test_channels_last_rgba_conditioning_frames_are_accepted():
+    from ss4d.train.loop import normalize_clip
+
+    rgba = torch.zeros(2, 5, 6, 4, dtype=torch.uint8)
+    rgba[..., 0] = 255
+    rgba[..., 3] = 51  # alpha 0.2
+    out = normalize_clip({"cond_frames": rgba})["cond_frames"]
+    assert out.shape == (2, 3, 5, 6) and out.dtype == torch.float32
+    torch.testing.assert_close(out[:, 0], torch.full((2, 5, 6), 0.2))
+    assert out[:, 1:].abs().max() == 0
+    chw = torch.rand(2, 3, 5, 6)
+    assert normalize_clip({"cond_frames": chw})["cond_frames"] is chw

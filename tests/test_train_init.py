@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors.torch import save_file
+from test_train_helpers import one_thread  # noqa: F401 (autouse fixture)
 
 from ss4d.models.checkpoint import CheckpointError
 from ss4d.models.registry import build
@@ -11,7 +12,6 @@ from ss4d.models.tiny import TINY
 from ss4d.sparse.tensor import SparseTensor
 from ss4d.train import encode_slat, encode_ss_latents, init_from_trellis, official_init, slat_normalization_stats
 from ss4d.train.loop import SyntheticClips, collate
-from test_train_helpers import one_thread  # noqa: F401 (autouse fixture)
 
 FLOW = {"resolution": 16, "in_channels": 8, "out_channels": 8, "model_channels": 32, "cond_channels": 32,
         "num_blocks": 2, "num_heads": 2, "patch_size": 2, "num_io_res_blocks": 2, "io_block_channels": [16]}

@@ -5,11 +5,11 @@ import math
 
 import pytest
 import torch
+from test_train_helpers import one_thread  # noqa: F401 (autouse fixture)
 
 from ss4d.render.gaussians import Gaussians
 from ss4d.train import flow_matching as fm
 from ss4d.train import losses as L
-from test_train_helpers import one_thread  # noqa: F401 (autouse fixture)
 
 
 def test_dice_formula_and_perfect_prediction():

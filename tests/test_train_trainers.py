@@ -71,9 +71,9 @@ def test_overfit_one_clip_ss_vae():
     tr, ds = _trainer("ss_vae", lr=5e-3, data={"resolution": 8, "num_clips": 1}, loss={"kl_weight": 0.0,
                                                                                        "sample_posterior": False})
     batch = collate([ds[0]])
-    for _ in range(120):
+    for _ in range(60):
         m = tr.train_step(batch)
-    assert m["dice"] < 0.05, m
+    assert m["dice"] < 0.03, m  # from ~0.85
     assert tr.preview(batch, None, 0)["iou"] > 0.9
 
 
@@ -234,3 +234,24 @@ def test_shipped_configs_validate_and_official_shapes():
     assert counts[("slat_flow", "flow")] == (644_503_432, 562)
     assert counts[("slat_vae", "decoder")] == (85_369_024, 101)
     assert counts[("ss_vae", "decoder")] == (73_671_201, 74)
+
+
+def test_seeded_sampler_split_and_position():
+    from ss4d.train.loop import SeededSampler
+
+    full = SeededSampler(10, 4, seed=3)
+    r0, r1 = SeededSampler(10, 4, seed=3, rank=0, world=2), SeededSampler(10, 4, seed=3, rank=1, world=2)
+    seen = []
+    for _ in range(5):  # 2 batches per epoch (tail of 2 dropped), then a new permutation
+        ids, slots = full.next()
+        a, sa = r0.next()
+        b, sb = r1.next()
+        assert a + b == ids and sa + sb == slots == [0, 1, 2, 3] and len(set(ids)) == 4
+        seen.append(ids)
+    assert full.state_dict() == {"epoch": 2, "index": 4}
+    assert seen[0] != seen[2]
+    again = SeededSampler(10, 4, seed=3)
+    again.load_state_dict({"epoch": 1, "index": 4})
+    assert again.next()[0] == seen[3]
+    with pytest.raises(ConfigError, match="not divisible"):
+        SeededSampler(10, 3, world=2)

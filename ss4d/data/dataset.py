@@ -592,3 +592,11 @@ def collate(batch: Sequence[dict]) -> dict:
             out[key if key != "id" else "ids"] = [s[key] for s in batch]
     return out
 
+
+
+def concat_clip_datasets(roots, **kwargs):
+    """One dataset over several clip-dataset folders (e.g. Blender-rendered assets + procedural clips); keyword
+    arguments go to every `ClipDataset`. Used by the default-model training configs (`data.type = "callable"`)."""
+    from torch.utils.data import ConcatDataset
+
+    return ConcatDataset([ClipDataset(r, **kwargs) for r in roots])

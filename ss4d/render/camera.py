@@ -121,7 +121,7 @@ def blender_c2w_to_opencv_extrinsics(c2w) -> torch.Tensor:
     return E
 
 
-@dataclass
+@dataclass(eq=False)
 class Camera:
     """A pinhole camera: OpenCV w2c ``extrinsics [4,4]``, normalised ``intrinsics [3,3]``, image size in pixels
     and the near/far planes the official renderer passes along (not used for culling: the rasterizer culls at

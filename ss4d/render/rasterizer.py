@@ -12,14 +12,18 @@ Reproduces the forward rules of the mip-splatting fork of ``diff-gaussian-raster
   a pixel stops before a Gaussian that would bring its transmittance below 1e-4; ``color = C + T bg``.
 * Pixel ``(i, j)`` sits at ``x = i, y = j`` where a point projects to ``x = fx W X/Z + cx W - 0.5``.
 
-Implementation: Gaussians are binned into (tile, Gaussian) pairs sorted by (tile, depth). Tiles are processed in
-depth-ordered chunks of ``chunk`` Gaussians, all tiles with work left at that depth together, as dense
-``[tiles, chunk, 256 px]`` batches; transmittance is carried between chunks. Tiles are dropped once every pixel has
-terminated. The forward keeps only per-chunk transmittance; the backward re-computes each chunk (in reverse order)
-and back-propagates through it with autograd, so memory stays bounded by one chunk.
+Implementation (CPU-oriented, pure PyTorch):
 
-Pairs that cannot produce ``alpha >= 1/255`` anywhere in a tile (given the Gaussian's opacity) are dropped before
-rasterization; this is an exact optimisation (those pairs are skipped by the per-pixel rule anyway).
+* Binning: each visible Gaussian is expanded to the ``tile x tile`` pixel tiles (8x8 by default, a subdivision of
+  the official 16x16 blocks) that lie inside its official 16x16-block rectangle *and* intersect the ellipse on which
+  ``o exp(-q/2) >= 1/255`` (computed per tile row in closed form). This is exact: the dropped pairs would be
+  skipped by the per-pixel 1/255 rule anyway. Pairs are sorted by (tile, depth).
+* Rasterization: tiles are processed in depth-ordered chunks of ``chunk`` Gaussians, all tiles with work left at
+  that depth together (at most ``_BATCH_ELEMS`` elements per batch), as dense ``[tiles, pixels, chunk]`` tensors;
+  the transmittance is carried from chunk to chunk and a tile is dropped once all its pixels have terminated.
+* Forward without autograd, in place on a reused workspace; the backward re-computes every chunk in reverse order
+  and applies a hand-written gradient (checked against autograd in the tests), so memory stays bounded by one
+  batch plus the per-chunk transmittance saved by the forward.
 """
 from __future__ import annotations
 
@@ -260,13 +264,15 @@ def _chunk_fast(Gp, T_in, px, py, ws, clamp: bool):
     A = ws[: n * npx * k].view(n, t, t, k)
     torch.add(qy[:, :, None, :], qx[:, None, :, :], out=A)  # power + log o, [n, t(y), t(x), k]
     A.addcmul_(bdy[:, :, None, :], dx[:, None, :, :])
-    if clamp:
-        A.clamp_max_(_LOG_ALPHA_MAX)
+    if clamp:  # min(0.99, alpha): only Gaussians with o > 0.99 can exceed it; clamp just their columns
+        ni, ki = torch.nonzero(Gp[_OP] > _LOG_ALPHA_MAX, as_tuple=True)
+        if ni.numel():
+            Av = A.view(n, npx, k)
+            Av[ni, :, ki] = Av[ni, :, ki].clamp_max(_LOG_ALPHA_MAX)
     Y = torch.threshold_(A.exp_(), ALPHA_MIN_BELOW[A.dtype], 0.0).sub_(1.0).view(n, npx, k)  # alpha - 1
-    Y[:, :, 0].mul_(T_in)
-    C = Y.cumprod_(2)  # (-1)^(i+1) T_{i+1}
+    C = Y.cumprod_(2)  # (-1)^(i+1) T_{i+1} / T_in
     sign = _alt_sign(k, C.dtype, C.device)
-    T_last = C[:, :, -1] if k % 2 == 0 else -C[:, :, -1]
+    T_last = (C[:, :, -1] if k % 2 == 0 else -C[:, :, -1]) * T_in
     stop = T_last < T_MIN
     stop &= T_in > 0
     if bool(stop.any()):
@@ -274,14 +280,14 @@ def _chunk_fast(Gp, T_in, px, py, ws, clamp: bool):
         # so the telescoped weights past the stop vanish
         flat = torch.nonzero(stop.view(-1)).squeeze(1)
         Cf = C.view(-1, k)
-        rows = Cf.index_select(0, flat) * sign  # [m, k] T_{i+1}
-        t_enter = T_in.reshape(-1).index_select(0, flat)[:, None]
-        t_stop = torch.where(rows >= T_MIN, rows, t_enter).amin(1, keepdim=True)
+        rows = Cf.index_select(0, flat) * sign  # [m, k] T_{i+1} / T_in
+        lim = T_MIN / T_in.reshape(-1).index_select(0, flat)[:, None]
+        t_stop = torch.where(rows >= lim, rows, torch.ones((), dtype=rows.dtype, device=rows.device)).amin(1, True)
         Cf.index_copy_(0, flat, torch.maximum(rows, t_stop).mul_(sign))
         T_last = T_last.masked_fill(stop, 0.0)
     feats = torch.cat([Gp[_R:_Z + 1], torch.ones_like(Gp[:1])], 0).permute(1, 0, 2)  # [n, 5, k]
     D = torch.cat([feats[:, :, 1:] - feats[:, :, :-1], -feats[:, :, -1:]], 2).mul_(sign)
-    contrib = torch.baddbmm(feats[:, :, :1] * T_in[:, None, :], D, C.transpose(1, 2))  # [n, 5, t*t]
+    contrib = torch.baddbmm(feats[:, :, :1], D, C.transpose(1, 2)).mul_(T_in[:, None, :])  # [n, 5, t*t]
     return contrib, T_last.contiguous()
 
 
@@ -296,9 +302,9 @@ def _alt_sign(k, dtype, device):
 
 
 def _chunk_diff(Gp, T_in, px, py):
-    """Differentiable version of :func:`_chunk_fast` on the raw columns (mean, conic a/b/c, opacity, rgb, z),
-    in the official operation order ``alpha = min(0.99, o exp(-(a dx^2 + c dy^2)/2 - b dx dy))``; used to
-    re-compute a chunk in the backward pass."""
+    """Differentiable reference of one chunk on the raw columns (mean, conic a/b/c, opacity, rgb, z), in the
+    official operation order ``alpha = min(0.99, o exp(-(a dx^2 + c dy^2)/2 - b dx dy))`` with an explicit
+    early-stop mask. Autograd through this defines the gradient that :func:`_chunk_backward` implements."""
     n, k = Gp.shape[1], Gp.shape[2]
     t = px.shape[1]
     mx, my, ca, cb, cc, op = Gp[_MX], Gp[_MY], Gp[_CA], Gp[_CB], Gp[_CC], Gp[_OP]

@@ -51,41 +51,50 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_lens, 
     for i, (a, b) in enumerate(zip(q_lens, kv_lens)):
         if a == 0:
             continue
-        if max(a, b) >= LARGE_GROUP:
+        if b == 0:  # nothing to attend to: zeros (softmax over an empty set is undefined)
+            out[q_off[i]:q_off[i + 1]] = 0
+        elif max(a, b) >= LARGE_GROUP:
             out[q_off[i]:q_off[i + 1]] = _sdpa(q[None, q_off[i]:q_off[i + 1]], k[None, k_off[i]:k_off[i + 1]],
                                                v[None, k_off[i]:k_off[i + 1]])[0]
         else:
             small.append(i)
-    if not small:
-        return out
-    small.sort(key=lambda i: kv_lens[i])
-    q_pad = torch.cat([q, q.new_zeros(1, h, d)])
-    k_pad = torch.cat([k, k.new_zeros(1, h, d)])
-    v_pad = torch.cat([v, v.new_zeros(1, h, v.shape[2])])
-    start = 0
-    while start < len(small):
-        end = start + 1
-        while end < len(small):
-            lq = max(q_lens[i] for i in small[start:end + 1])
-            lk = kv_lens[small[end]]
-            if (end + 1 - start) * h * lq * lk > PAD_BUDGET:
-                break
-            end += 1
-        grp = small[start:end]
-        lq = max(q_lens[i] for i in grp)
-        lk = max(kv_lens[i] for i in grp)
-        qi = torch.full((len(grp), lq), q.shape[0], dtype=torch.long)
-        ki = torch.full((len(grp), lk), k.shape[0], dtype=torch.long)
-        for j, i in enumerate(grp):
-            qi[j, :q_lens[i]] = torch.arange(q_off[i], q_off[i + 1])
-            ki[j, :kv_lens[i]] = torch.arange(k_off[i], k_off[i + 1])
-        qi, ki = qi.to(q.device), ki.to(q.device)
-        mask = (ki < k.shape[0])[:, None, None, :]
-        o = _sdpa(q_pad[qi], k_pad[ki], v_pad[ki], mask)
-        valid = qi < q.shape[0]
-        out[qi[valid]] = o[valid]
-        start = end
+    if small:
+        _padded_groups(q, k, v, out, small, q_lens, kv_lens, q_off, k_off)
     return out
+
+
+def _padded_groups(q, k, v, out, small, q_lens, kv_lens, q_off, k_off) -> None:
+    """Small groups, sorted by length, padded into batches of similar lengths (<= PAD_BUDGET score entries per
+    batch) with a key-padding mask; index tensors built vectorised, so thousands of windows cost a few calls.
+    Padding slots gather row 0: padded keys are masked out and padded query rows are never written back."""
+    h = q.shape[1]
+    small.sort(key=lambda i: (kv_lens[i], q_lens[i]))
+    batches, start, lq_max = [], 0, 0
+    for j, i in enumerate(small):
+        lq = max(lq_max, q_lens[i])
+        if j > start and (j + 1 - start) * h * lq * kv_lens[i] > PAD_BUDGET:
+            batches.append((start, j))
+            start, lq = j, q_lens[i]
+        lq_max = lq
+    batches.append((start, len(small)))
+    dev = q.device
+    idx = torch.tensor(small, dtype=torch.long)
+    ql_all = torch.tensor([q_lens[i] for i in small], dtype=torch.long)
+    kl_all = torch.tensor([kv_lens[i] for i in small], dtype=torch.long)
+    qo_all = torch.tensor(q_off[:-1], dtype=torch.long)[idx]
+    ko_all = torch.tensor(k_off[:-1], dtype=torch.long)[idx]
+    for a, b in batches:
+        ql, kl, qo, ko = ql_all[a:b], kl_all[a:b], qo_all[a:b], ko_all[a:b]
+        lq, lk = int(ql.max()), int(kl.max())
+        ar_q, ar_k = torch.arange(lq), torch.arange(lk)
+        q_valid = ar_q[None] < ql[:, None]
+        k_valid = ar_k[None] < kl[:, None]
+        qi = torch.where(q_valid, qo[:, None] + ar_q[None], 0).to(dev)
+        ki = torch.where(k_valid, ko[:, None] + ar_k[None], 0).to(dev)
+        q_valid, k_valid = q_valid.to(dev), k_valid.to(dev)
+        mask = None if bool(k_valid.all()) else k_valid[:, None, None, :]
+        o = _sdpa(q[qi], k[ki], v[ki], mask)
+        out[qi[q_valid]] = o[q_valid]
 
 
 def group_by_keys(keys: torch.Tensor):

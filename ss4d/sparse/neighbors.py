@@ -20,6 +20,7 @@ from .tensor import SparseTensor
 
 DENSE_TABLE_PER_ROW = 64          # dense lookup table allowed up to this many entries per active site ...
 DENSE_TABLE_MIN = 1 << 21         # ... or this many entries, whichever is larger
+QUERY_CHUNK = 1 << 22             # (row, tap) lookups per step
 
 
 def kernel_offsets(kernel: tuple[int, ...]) -> torch.Tensor:
@@ -75,27 +76,21 @@ def neighbor_map(x: SparseTensor, kernel: tuple[int, ...], num_frames: int | Non
     radius = [int(v) for v in offs.abs().amax(0).tolist()]
     lin, strides, size = _linear_index(x, radius, int(num_frames) if temporal else None)
     delta = (offs.to(device) * strides).sum(1)  # [K] linear offset of each kernel tap
+    out = torch.empty(n, offs.shape[0], dtype=torch.int64, device=device)
+    rows = max(1, QUERY_CHUNK // offs.shape[0])  # bounds the [rows, K] query temporaries
     if size <= max(DENSE_TABLE_MIN, DENSE_TABLE_PER_ROW * n) and n < (1 << 31) - 1:
         table = torch.full((size,), n, dtype=torch.int32, device=device)
         table[lin] = torch.arange(n, dtype=torch.int32, device=device)
-        out = table[lin[:, None] + delta[None]].long()
+        for s in range(0, n, rows):
+            out[s:s + rows] = table[lin[s:s + rows, None] + delta[None]]
     else:
-        if size >= (1 << 62):
+        if size >= (1 << 62):  # unreachable for validated coords (b, x, y, z < 2^15)
             raise ValueError("sparse coordinates span too large a grid for a neighbour map")
         sorted_lin, order = torch.sort(lin)
-        q = sorted_lin[:, None] + delta[None]  # queries in sorted row order: each column ascending
-        pos = torch.searchsorted(sorted_lin, q).clamp_max_(n - 1)
-        out = torch.empty(n, offs.shape[0], dtype=torch.int64, device=device)
-        out[order] = torch.where(sorted_lin[pos] == q, order[pos], n)
+        for s in range(0, n, rows):  # queries in sorted row order: each column ascending
+            q = sorted_lin[s:s + rows, None] + delta[None]
+            pos = torch.searchsorted(sorted_lin, q).clamp_max_(n - 1)
+            out[order[s:s + rows]] = torch.where(sorted_lin[pos] == q, order[pos], n)
     x.cache[key] = out
     return out
 
-
-def neighbor_pairs(nbr: torch.Tensor):
-    """Per kernel offset k the active (output row, input row) pairs of `nbr [N, K]`:
-    returns (out_rows [P], in_rows [P], counts [K] list) with pairs grouped by offset, output rows ascending."""
-    n = nbr.shape[0]
-    kk, o = (nbr < n).t().nonzero(as_tuple=True)
-    i = nbr[o, kk]
-    counts = torch.bincount(kk, minlength=nbr.shape[1]).tolist()
-    return o, i, counts

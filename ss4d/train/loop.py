@@ -26,7 +26,7 @@ from ..models.registry import build
 from ..models.tiny import TINY
 from ..render.camera import Camera, as_camera, orbit_camera
 from . import checkpoints as ck
-from .trainers import TRAINERS, ConfigError, EXPORT_NAMES, TrainingError, slat_normalization_stats, encode_slat
+from .trainers import EXPORT_NAMES, TRAINERS, ConfigError, encode_slat, slat_normalization_stats
 
 __all__ = ["DataError", "DEFAULTS", "load_config", "train", "collate", "SyntheticClips", "FolderClips",
            "SeededSampler", "build_dataset", "save_clip", "wrap_fsdp", "build_role"]
@@ -100,7 +100,7 @@ def load_config(config, overrides: dict | None = None) -> dict:
             raise ConfigError(f"models.{role}.tiny: unknown tiny model {spec['tiny']!r}; known: {', '.join(TINY)}")
     if not isinstance(out["data"], dict) or "type" not in out["data"]:
         raise ConfigError("data must be an object with a 'type' (synthetic, folder or callable)")
-    return out
+    return json.loads(json.dumps(out, default=str))  # plain JSON values (paths -> str)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -258,7 +258,8 @@ def build_dataset(spec: dict):
         known = set(inspect.signature(SyntheticClips).parameters)
         bad = sorted(set(spec) - known)
         if bad:
-            raise ConfigError(f"unknown key(s) in data (synthetic): {', '.join(bad)}; known: {', '.join(sorted(known))}")
+            raise ConfigError(f"unknown key(s) in data (synthetic): {', '.join(bad)}; "
+                              f"known: {', '.join(sorted(known))}")
         return SyntheticClips(**spec)
     if kind == "folder":
         bad = sorted(set(spec) - {"path", "num_frames"})
@@ -284,10 +285,27 @@ def build_dataset(spec: dict):
     raise ConfigError(f"unknown data type {kind!r} (use synthetic, folder or callable)")
 
 
+def normalize_clip(clip: dict) -> dict:
+    """Accept conditioning frames as float `[T, 3, H, W]` (premultiplied) or as channels-last RGB(A) images
+    (`[T, H, W, 3|4]`, uint8 or float, straight alpha, e.g. `ss4d.data.ClipDataset`): the latter are converted
+    to float in [0, 1], premultiplied on black, channels first."""
+    x = clip.get("cond_frames")
+    if x is None or not isinstance(x, torch.Tensor) or x.dim() != 4:
+        return clip
+    channels_last = x.shape[-1] in (3, 4) and (x.dtype == torch.uint8 or x.shape[1] not in (3, 4))
+    if not channels_last:
+        return clip
+    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+    if x.shape[-1] == 4:
+        x = x[..., :3] * x[..., 3:]
+    return {**clip, "cond_frames": x.permute(0, 3, 1, 2).contiguous()}
+
+
 def collate(clips: list[dict]) -> dict:
     """Per-clip dicts -> one batch dict (frame-major, `b = clip * T + frame` in coords)."""
     if not clips:
         raise DataError("collate: no clips")
+    clips = [normalize_clip(c) for c in clips]
     T = None
     for c in clips:
         for k in ("cond_frames", "occupancy", "views"):
@@ -497,6 +515,14 @@ def _resolve_normalization(cfg, ds, frozen, device):
     raise ConfigError("slat_normalization must be null, 'compute', a JSON path or {mean, std}")
 
 
+def _step_of(line: str) -> float:
+    """Step of a JSONL log line; a torn line (process killed mid-write) counts as after every step."""
+    try:
+        return float(json.loads(line).get("step", 0))
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return math.inf
+
+
 def train(config, overrides: dict | None = None) -> dict:
     """Run (or resume) a training run. Returns {"step", "metrics", "out_dir", "checkpoint"}."""
     cfg = load_config(config, overrides)
@@ -577,6 +603,7 @@ def _train(cfg, rank, world, device) -> dict:
     if cfg["augment"] and cfg["stage"] not in ("ss_flow", "slat_flow"):
         raise ConfigError("augment applies to the conditioning video of the flow stages only")
     fingerprint = _spec_fingerprint(cfg, specs, fsdp)
+    fingerprint["trainable"] = trainable
 
     # resume
     start_ckpt = None
@@ -588,7 +615,9 @@ def _train(cfg, rank, world, device) -> dict:
     rng_state = None
     if start_ckpt is not None:
         st = ck.load_checkpoint(start_ckpt)
-        diffs = _diff(st.get("fingerprint"), fingerprint)
+        old = st.get("fingerprint") or {}
+        # keys a checkpoint of an older ss4d did not record are not compared
+        diffs = _diff(old, {k: v for k, v in fingerprint.items() if k in old}) if old else ["no fingerprint"]
         if diffs:
             raise ck.TrainCheckpointError(f"checkpoint {start_ckpt} does not fit this config: " + "; ".join(diffs[:6])
                                           + " (use another out_dir or resume=false)")
@@ -612,10 +641,10 @@ def _train(cfg, rank, world, device) -> dict:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(out_dir / "config.json", lambda t: Path(t).write_text(json.dumps(cfg, indent=2)))
     metrics_path = out_dir / "metrics.jsonl"
-    if is_main and metrics_path.exists():  # drop lines logged after the checkpoint we resume from
-        keep = [ln for ln in metrics_path.read_text().splitlines()
-                if ln.strip() and json.loads(ln).get("step", 0) <= trainer.step]
-        atomic_write(metrics_path, lambda t: Path(t).write_text("".join(k + "\n" for k in keep)))
+    for log_path in (metrics_path, out_dir / "samples.jsonl"):
+        if is_main and log_path.exists():  # drop lines logged after the checkpoint we resume from
+            keep = [ln for ln in log_path.read_text().splitlines() if _step_of(ln) <= trainer.step]
+            atomic_write(log_path, lambda t, keep=keep: Path(t).write_text("".join(k + "\n" for k in keep)))
 
     def save(step):
         if not (is_main or fsdp):

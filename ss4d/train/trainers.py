@@ -32,7 +32,6 @@ from ..render.rasterizer import rasterize
 from ..sparse.tensor import SparseTensor
 from . import flow_matching as fm
 from . import losses as L
-from .augment import VideoAugment
 
 __all__ = ["TrainingError", "NonFiniteLossError", "ConfigError", "clip_generator", "Trainer", "SSVAETrainer",
            "SLatVAETrainer", "SSFlowTrainer", "SLatFlowTrainer", "TRAINERS", "encode_ss_latents", "encode_slat",
@@ -86,9 +85,18 @@ def encode_ss_latents(encoder: nn.Module, occupancy: torch.Tensor, chunk: int = 
 
 
 @torch.no_grad()
+def _check_feats(encoder: nn.Module, feats: torch.Tensor) -> None:
+    lin = getattr(encoder, "input_layer", None)
+    want = getattr(lin, "in_features", None)
+    if want is not None and (feats.dim() != 2 or feats.shape[1] != want):
+        raise TrainingError(f"voxel features have shape {tuple(feats.shape)} but the SLat encoder expects "
+                            f"[N, {want}] (set the encoder's in_channels to the data set's feature width)")
+
+
 def encode_slat(encoder: nn.Module, coords: torch.Tensor, feats: torch.Tensor, num_frames: int,
                 batch_size: int | None = None) -> SparseTensor:
     """Voxel features -> structured latents (SLat encoder mean, `sample_posterior=False`), same coords."""
+    _check_feats(encoder, feats)
     p = next(encoder.parameters())
     x = SparseTensor(feats.to(device=p.device, dtype=p.dtype), coords.to(p.device), batch_size)
     z = encoder(x, num_frames=num_frames, sample_posterior=False)
@@ -201,7 +209,11 @@ class Trainer:
         if precision not in ("fp32", "bf16", "fp16"):
             raise ConfigError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
         self.precision = precision
-        self.augment = None if augment is None or augment is False else VideoAugment({} if augment is True else augment)
+        self.augment = None
+        if augment is not None and augment is not False:
+            from .augment import VideoAugment  # lazy: keeps `python -m ss4d.train.augment` warning-free
+
+            self.augment = VideoAugment({} if augment is True else augment)
         for r, m in self.models.items():
             m.to(self.device)
             m.train(self.trainable[r])
@@ -210,7 +222,7 @@ class Trainer:
             m.to(self.device).eval().requires_grad_(False)
         self.fsdp = bool(fsdp)
         if self.fsdp:
-            from .loop import wrap_fsdp  # noqa: PLC0415 - only needed for sharded runs
+            from .loop import wrap_fsdp  # only needed for sharded runs
             for r in self.models:
                 if self.trainable[r]:
                     wrap_fsdp(self.models[r])
@@ -379,7 +391,7 @@ class Trainer:
         for rate, v in st["ema"].items():
             if rate not in self.ema:
                 continue
-            for (n, p), e in zip(self.params, self.ema[rate]):
+            for (n, _), e in zip(self.params, self.ema[rate]):
                 _copy_full(e, v[n])
         if self.fsdp:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
@@ -534,6 +546,7 @@ class SLatVAETrainer(Trainer):
     def compute_loss(self, batch):
         T, B = int(batch["num_frames"]), self.num_clips(batch)
         enc, dec = self.models["encoder"], self.models["decoder"]
+        _check_feats(enc, batch["feats"])
         x = SparseTensor(batch["feats"].float(), batch["coords"], B * T)
         _, mean, logvar = enc(x, num_frames=T, sample_posterior=False, return_raw=True)
         mean, logvar = mean.float(), logvar.float()

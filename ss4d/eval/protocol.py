@@ -1,0 +1,865 @@
+"""The ss4d evaluation protocol (``shared/spec/evaluation.md``, ``docs/evaluation.md``): ground truth from animated
+assets, scoring of any method's renders, and the ``ss4d evaluate`` run that ties it together.
+
+Ground truth (:func:`prepare_ground_truth`), per asset, rendered by Blender in a worker subprocess
+(``python -m ss4d.eval.protocol --gt-worker JOB``; a Blender crash costs only that asset):
+
+1. the asset's first animation clip (actions sorted by name, as :func:`ss4d.data.blender.list_clips`) or the
+   clip named by ``clip`` (exact name or fnmatch pattern); an asset without animation is *not scored*;
+2. the clip normalised as in the data toolkit (union of the per-frame bounds over the whole clip, longest side 1,
+   centred at the origin, z-up: :func:`ss4d.data.blender.measure_clip`);
+3. ``num_frames`` frames uniformly over the clip (:func:`ss4d.data.blender.sample_frames`);
+4. one camera per view offset (default 0/90/180/270 deg) at azimuth ``a0 + offset``, elevation 0, radius 2,
+   fov 40 deg, looking at the origin (:func:`ss4d.render.camera.orbit_camera`, ``dataset`` convention:
+   position ``r (cos az cos el, sin az cos el, sin el)``); ``a0`` (integer degrees) is drawn per asset from the
+   asset id and the seed (:func:`input_azimuth`); view 0 is the input video;
+5. RGBA PNGs (transparent film; scored white-composited) and the surface voxels (``resolution``-cubed, exact
+   triangle/box overlap, :func:`ss4d.data.voxelize.voxelize_mesh`) of every sampled frame's evaluated mesh.
+
+Layout of a report folder (everything cached; a re-run resumes)::
+
+    evaluation.json                 ground-truth settings (a re-run with other settings is refused)
+    gt/<asset>/meta.json            clip, sampled frames, normalisation, a0, cameras (read back from Blender)
+    gt/<asset>/<view>/<frame>.png   view = v000 (input), v090, v180, v270; frame = 000 ... 031
+    gt/<asset>/voxels.npz           f000 ... : int32 [N, 3] surface voxels
+    methods/<method>/<asset>/...    a method's renders in the same layout + pose.json, voxels.npz (see baselines)
+    report.json, report.md, plots/, sheets/   (see ss4d.eval.report)
+
+Scoring (:func:`score_asset`): per view and frame PSNR / SSIM (white-composited RGB) and mask IoU (alpha), LPIPS /
+CLIP similarity when their weights are given, temporal flicker per view, FVD features per asset, voxel IoU and
+Chamfer per frame. Input view (v000) and novel views are reported separately. Anything that cannot be scored (a
+missing frame, a render of the wrong size, a view with gaps for flicker / FVD, no geometry) is listed with its
+reason; the rest is still scored.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fnmatch
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "GT_FORMAT",
+    "GTSettings",
+    "GroundTruth",
+    "GTRecord",
+    "view_name",
+    "frame_file",
+    "parse_view_name",
+    "input_azimuth",
+    "gt_cameras",
+    "prepare_ground_truth",
+    "load_ground_truth",
+    "read_rgba",
+    "write_rgba",
+    "load_renders",
+    "score_asset",
+    "NetworkMetrics",
+    "EvalConfig",
+    "evaluate",
+]
+
+GT_FORMAT = "ss4d-eval-gt-v1"
+# asset problems that do not change on a re-run (cached in gt/<asset>.not-scored.json); crashes, timeouts and
+# unexpected errors are retried
+_PERMANENT_CODES = {"no_animation", "no_clip", "no_geometry", "too_many_vertices", "import_failed", "bad_bounds",
+                    "degenerate", "bad_geometry", "corrupt", "not_3d", "empty"}
+CONFIG_FILE = "evaluation.json"
+
+
+# ================================================================================================================
+# naming
+# ================================================================================================================
+def view_name(offset_deg: float) -> str:
+    """Folder name of the view at ``a0 + offset_deg``: ``v000`` (input), ``v090``, ``v180``, ``v270``."""
+    return f"v{int(round(offset_deg)) % 360:03d}"
+
+
+def frame_file(t: int) -> str:
+    return f"{int(t):03d}.png"
+
+
+def parse_view_name(name: str) -> int | None:
+    """Azimuth offset of a view folder name (``v090`` / ``090`` / ``90`` -> 90); None if it is not one."""
+    m = re.fullmatch(r"v?(\d{1,3})", name)
+    return int(m.group(1)) % 360 if m else None
+
+
+def _frame_index(stem: str) -> int | None:
+    m = re.fullmatch(r"(?:f|frame_?)?(\d+)", stem)
+    return int(m.group(1)) if m else None
+
+
+# ================================================================================================================
+# settings
+# ================================================================================================================
+@dataclass
+class GTSettings:
+    """How the ground truth is made (recorded in ``evaluation.json``; a report folder holds one setting)."""
+
+    num_frames: int = 32
+    size: int = 512
+    view_offsets: tuple = (0, 90, 180, 270)
+    radius: float = 2.0
+    fov_deg: float = 40.0
+    elevation_deg: float = 0.0
+    resolution: int = 64
+    engine: str = "cycles"          # "cycles" | "workbench"
+    samples: int = 64               # Cycles samples per pixel
+    denoise: bool = False
+    seed: int = 0                   # a0 per asset and the Cycles seed
+    clip: str | None = None         # clip name / fnmatch pattern (None: the first clip)
+    max_vertices: int = 1_000_000
+    threads: int = 0                # Blender render threads (0: automatic)
+
+    def __post_init__(self):
+        self.view_offsets = tuple(int(round(float(o))) % 360 for o in self.view_offsets)
+        if not self.view_offsets or self.view_offsets[0] != 0:
+            raise ValueError("the first view offset must be 0 (the input view)")
+        if len(set(self.view_offsets)) != len(self.view_offsets):
+            raise ValueError(f"duplicate view offsets {self.view_offsets}")
+        if self.engine not in ("cycles", "workbench"):
+            raise ValueError(f"engine must be 'cycles' or 'workbench', got {self.engine!r}")
+        if min(self.num_frames, self.size, self.resolution) < 1:
+            raise ValueError("frames, size and resolution must be >= 1")
+
+    @property
+    def views(self) -> list[str]:
+        return [view_name(o) for o in self.view_offsets]
+
+    def key(self) -> dict:
+        """The settings that change the ground truth (``threads`` does not)."""
+        d = asdict(self)
+        d.pop("threads")
+        d["view_offsets"] = list(self.view_offsets)
+        d["format"] = GT_FORMAT
+        return d
+
+
+def input_azimuth(asset_id: str, seed: int = 0) -> int:
+    """``a0`` in integer degrees ``[0, 360)``, deterministic from the asset id and the seed (varies across assets)."""
+    return int(zlib.crc32(f"ss4d-eval:{int(seed)}:{asset_id}".encode()) % 360)
+
+
+def gt_cameras(a0_deg: float, settings: GTSettings, size: int | None = None) -> list:
+    """The protocol cameras (one per view offset) for an asset whose input view is at azimuth ``a0_deg``."""
+    from ss4d.render.camera import orbit_camera
+
+    s = int(size or settings.size)
+    return [orbit_camera(math.radians(a0_deg + off), math.radians(settings.elevation_deg), settings.radius,
+                         math.radians(settings.fov_deg), s, s, near=0.05, far=settings.radius + 2.0)
+            for off in settings.view_offsets]
+
+
+# ================================================================================================================
+# images
+# ================================================================================================================
+def read_rgba(path) -> tuple[np.ndarray, bool]:
+    """``(uint8 [H, W, 4], had_alpha)``. RGB / grey images get alpha 255 and ``had_alpha=False``."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        had_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+        return np.array(im.convert("RGBA")), had_alpha
+
+
+def write_rgba(path, rgba: np.ndarray) -> None:
+    from PIL import Image
+
+    Image.fromarray(np.ascontiguousarray(rgba), "RGBA").save(path, compress_level=6)
+
+
+def _estimated_alpha(rgb: torch.Tensor, tol: float = 3.0 / 255.0) -> torch.Tensor:
+    """Alpha for RGB-on-white renders: 1 where a pixel is not white (any channel below ``1 - tol``)."""
+    return ((1.0 - rgb).amax(dim=-3) > tol).to(rgb.dtype)
+
+
+# ================================================================================================================
+# ground truth: the Blender side (runs in the worker process)
+# ================================================================================================================
+def render_gt_asset(path, folder, settings: GTSettings, a0: int) -> dict:
+    """Render one asset's ground truth into the empty ``folder`` (needs ``bpy``); returns the meta dict.
+    Raises :class:`ss4d.data.blender.AssetError` for an unusable asset (``no_animation``, ``no_clip``, ...)."""
+    from ss4d.data import blender as B
+    from ss4d.data.voxelize import voxelize_mesh
+
+    bpy = B.require_bpy()
+    from mathutils import Matrix  # noqa: PLC0415
+
+    t_start = time.perf_counter()
+    folder = Path(folder)
+    B.reset_scene()
+    B.import_asset(path)
+    B.check_vertex_budget(B.scene_vertex_count(), settings.max_vertices)
+    clips = B.list_clips()
+    if not clips or clips[0].static:
+        raise B.AssetError("no_animation", f"{Path(path).name}: no animation clip (a static asset cannot be "
+                                           "scored by a 4D protocol)")
+    names = [c.name for c in clips]
+    if settings.clip:
+        sel = [c for c in clips if c.name == settings.clip] or \
+              [c for c in clips if fnmatch.fnmatchcase(c.name, settings.clip)]
+        if not sel:
+            raise B.AssetError("no_clip", f"{Path(path).name}: no clip matches {settings.clip!r} (clips: {names})")
+        clip = sel[0]
+    else:
+        clip = clips[0]
+    rest = B.RestState()
+    root = B._canonical_root()
+    rs = B.RenderSettings(num_frames=settings.num_frames, num_views=len(settings.view_offsets), size=settings.size,
+                          cond_size=settings.size, input_paths=0, engine=settings.engine, samples=settings.samples,
+                          denoise=settings.denoise, threads=settings.threads, seed=settings.seed,
+                          max_vertices=settings.max_vertices)
+    B.setup_render(rs)
+    B.setup_lights()
+    cam_obj = B.setup_camera()
+    visible = B._render_visible_objects()
+    B.activate_clip(clip, rest)
+    root.matrix_world = Matrix.Identity(4)
+    frames = B.sample_frames(clip.frame_start, clip.frame_end, settings.num_frames)
+    center, scale, motion_w = B.measure_clip(clip, frames, visible, settings.max_vertices)
+    B._set_normalization(root, center, scale)
+    bpy.context.view_layer.update()
+    sc = bpy.context.scene
+    sc.render.resolution_x = sc.render.resolution_y = int(settings.size)
+    cams = gt_cameras(a0, settings)
+    views = settings.views
+    for v in views:
+        (folder / v).mkdir()
+    stored = [None] * len(cams)
+    voxels, nverts, nvox = {}, [], []
+    for t, f in enumerate(frames):
+        B.set_frame(float(f))
+        verts, faces = B.evaluate_meshes(visible)
+        vox = voxelize_mesh(torch.from_numpy(verts), torch.from_numpy(faces), settings.resolution)
+        voxels[f"f{t:03d}"] = vox.numpy().astype(np.int32)
+        nverts.append(int(verts.shape[0]))
+        nvox.append(int(vox.shape[0]))
+        for k, cam in enumerate(cams):
+            got = B.place_camera(cam_obj, cam, settings.size)
+            err = float((got.extrinsics - cam.extrinsics.float()).abs().max())
+            if err > 1e-4:
+                raise RuntimeError(f"camera placement error {err:.2e}")
+            stored[k] = got
+            B.render_still(folder / views[k] / frame_file(t))
+    np.savez_compressed(folder / "voxels.npz", **voxels)
+    motion = float(motion_w * scale) if np.isfinite(motion_w) else float("inf")
+    meta = {"format": GT_FORMAT, "asset": str(Path(path).resolve()), "clip": clip.name, "clips": names,
+            "frame_range": [clip.frame_start, clip.frame_end], "frames": [float(x) for x in frames],
+            "center": [float(x) for x in center], "scale": float(scale),
+            "normalization": "canonical = (world - center) * scale; union of per-frame world bounds of the clip, "
+                             "longest side 1, centred at the origin, z-up",
+            "a0_deg": int(a0), "views": views, "view_offsets_deg": list(settings.view_offsets),
+            "cameras": {v: c.to_dict() for v, c in zip(views, stored)}, "num_vertices": nverts,
+            "num_voxels": nvox, "motion": motion if np.isfinite(motion) else None,
+            "flags": (["no_motion"] if motion < 1e-6 else []) + ([] if np.isfinite(motion) else ["topology_changes"]),
+            "settings": settings.key(), "render_seconds": time.perf_counter() - t_start}
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
+    return meta
+
+
+def _gt_worker_main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="ss4d.eval.protocol")
+    p.add_argument("--gt-worker", required=True, help="job JSON file")
+    a = p.parse_args(argv)
+    job = json.loads(Path(a.gt_worker).read_text(encoding="utf-8"))
+    return run_gt_job(job)
+
+
+def run_gt_job(job: dict) -> int:
+    """Render one asset (``job``: asset path, folder, settings, a0, result file); writes ``{"ok": ...}`` or
+    ``{"code", "error"}`` to ``job["result"]``. Never raises for a bad asset."""
+    from ss4d.data.blender import AssetError, BpyMissingError
+
+    settings = GTSettings(**{**job["settings"], "view_offsets": tuple(job["settings"]["view_offsets"])})
+    if settings.threads > 0:
+        torch.set_num_threads(settings.threads)
+    res: dict
+    try:
+        meta = render_gt_asset(job["asset"], job["folder"], settings, int(job["a0"]))
+        res = {"ok": True, "seconds": meta["render_seconds"]}
+    except AssetError as e:
+        res = {"ok": False, "code": e.code, "error": e.message}
+    except BpyMissingError as e:
+        res = {"ok": False, "code": "no_bpy", "error": str(e)}
+    except Exception as e:  # noqa: BLE001 - reported, the run goes on
+        res = {"ok": False, "code": "failed", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+    Path(job["result"]).write_text(json.dumps(res), encoding="utf-8")
+    return 0
+
+
+# ================================================================================================================
+# ground truth: the driver
+# ================================================================================================================
+@dataclass
+class GTRecord:
+    """One asset of the run: ``ok`` with its ``folder``, or not scored with ``code`` / ``error``."""
+
+    asset_id: str
+    path: str
+    ok: bool
+    folder: Path | None = None
+    code: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+    cached: bool = False
+
+
+def _check_config(root: Path, settings: GTSettings) -> None:
+    from ss4d.errors import InputError
+    from ss4d.io_utils import atomic_write_text
+
+    path = root / CONFIG_FILE
+    key = settings.key()
+    if path.exists():
+        old = json.loads(path.read_text(encoding="utf-8")).get("ground_truth", {})
+        diff = {k: (old.get(k), key.get(k)) for k in key if old.get(k) != key.get(k)}
+        if diff:
+            raise InputError(f"{root} holds ground truth made with other settings {diff} (old, new): use another "
+                             "report folder (or the same settings)")
+    else:
+        atomic_write_text(path, json.dumps({"ground_truth": key}, indent=1, sort_keys=True))
+
+
+def _gt_is_complete(folder: Path, settings: GTSettings) -> bool:
+    meta_p = folder / "meta.json"
+    if not meta_p.is_file() or not (folder / "voxels.npz").is_file():
+        return False
+    try:
+        meta = json.loads(meta_p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, OSError):
+        return False
+    if meta.get("settings") != settings.key():
+        return False
+    return all((folder / v / frame_file(t)).is_file() for v in settings.views for t in range(settings.num_frames))
+
+
+def _spawn_worker(job: dict, work: Path, timeout: float | None, threads: int) -> str:
+    """Run one GT job in a subprocess; returns '' or a crash description."""
+    job_path = work / f"{job['id']}.job.json"
+    log_path = work / f"{job['id']}.log"
+    job_path.write_text(json.dumps(job), encoding="utf-8")
+    env = dict(os.environ)
+    if threads > 0:
+        for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            env[k] = str(threads)
+    pkg_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    cmd = [sys.executable, "-m", "ss4d.eval.protocol", "--gt-worker", str(job_path)]
+    with open(log_path, "ab") as lf:
+        proc = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 9)
+            proc.wait()
+            return f"timed out after {timeout:.0f} s (log: {log_path})"
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 9)
+            proc.wait()
+            raise
+    job_path.unlink(missing_ok=True)
+    if rc != 0:
+        return f"worker exited with status {rc} (log: {log_path})"
+    return ""
+
+
+def prepare_ground_truth(assets: Sequence, root, settings: GTSettings, *, progress: Callable | None = print,
+                         in_process: bool = False, timeout: float | None = None) -> list[GTRecord]:
+    """Render (or reuse) the ground truth of every asset (files or folders, searched recursively) under
+    ``root/gt/``. Returns one :class:`GTRecord` per asset found and per problem (missing path, bad file, no
+    animation, Blender failure): bad assets are reported, never raised."""
+    from ss4d.data.blender import AssetError, check_asset_file, have_bpy
+    from ss4d.data.render_assets import asset_ids, find_assets, sha256_file
+
+    progress = progress or (lambda *a, **k: None)
+    root = Path(root)
+    gt_root, work = root / "gt", root / ".work"
+    gt_root.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    _check_config(root, settings)
+    files, problems = find_assets(assets)
+    records = [GTRecord(p["asset_id"], p["asset"], False, code=p["code"], error=p["error"]) for p in problems]
+    hashes = [sha256_file(f) for f in files]
+    ids = asset_ids(files, hashes)
+    for f, aid, sha in zip(files, ids, hashes):
+        folder = gt_root / aid
+        if _gt_is_complete(folder, settings):
+            records.append(GTRecord(aid, str(f), True, folder, cached=True))
+            continue
+        fail_p = gt_root / f"{aid}.not-scored.json"
+        fail_key = {"sha256": sha, "settings": settings.key()}
+        if fail_p.is_file():
+            try:
+                old = json.loads(fail_p.read_text(encoding="utf-8"))
+                if old.get("key") == fail_key:
+                    records.append(GTRecord(aid, str(f), False, code=old["code"], error=old["error"], cached=True))
+                    continue
+            except (json.JSONDecodeError, KeyError, OSError):
+                pass
+            fail_p.unlink(missing_ok=True)
+        try:
+            check_asset_file(f)
+        except AssetError as e:
+            records.append(GTRecord(aid, str(f), False, code=e.code, error=e.message))
+            progress(f"gt {aid}: not scored: {e.message}")
+            continue
+        if not have_bpy():
+            from ss4d.data.blender import BPY_MISSING_MESSAGE
+
+            records.append(GTRecord(aid, str(f), False, code="no_bpy", error=BPY_MISSING_MESSAGE))
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        for old in gt_root.glob(f".{aid}.tmp-*"):
+            shutil.rmtree(old, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(dir=gt_root, prefix=f".{aid}.tmp-"))
+        a0 = input_azimuth(aid, settings.seed)
+        job = {"id": aid, "asset": str(Path(f).resolve()), "folder": str(tmp), "settings": settings.key() | {
+            "threads": settings.threads}, "a0": a0, "result": str(work / f"{aid}.gt-result.json")}
+        job["settings"].pop("format", None)
+        Path(job["result"]).unlink(missing_ok=True)
+        progress(f"gt {aid}: rendering {settings.num_frames} frames x {len(settings.view_offsets)} views "
+                 f"({settings.engine}, {settings.size}px, a0 = {a0} deg)")
+        t0 = time.perf_counter()
+        crash = ""
+        if in_process:
+            run_gt_job(job)
+        else:
+            crash = _spawn_worker(job, work, timeout, settings.threads)
+        res_p = Path(job["result"])
+        res = json.loads(res_p.read_text(encoding="utf-8")) if res_p.is_file() else None
+        res_p.unlink(missing_ok=True)
+        dt = time.perf_counter() - t0
+        if res is not None and res.get("ok"):
+            os.rename(tmp, folder)
+            records.append(GTRecord(aid, str(f), True, folder, seconds=dt))
+            progress(f"gt {aid}: done in {dt:.1f} s")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if res is None:
+                code, err = "crashed", crash or "the Blender worker ended without reporting"
+            else:
+                code, err = res.get("code", "failed"), res.get("error", "")
+            records.append(GTRecord(aid, str(f), False, code=code, error=err, seconds=dt))
+            progress(f"gt {aid}: not scored: [{code}] {err}")
+            if code in _PERMANENT_CODES:  # the same file with the same settings fails the same way: not retried
+                fail_p.write_text(json.dumps({"key": fail_key, "code": code, "error": err}), encoding="utf-8")
+    records.sort(key=lambda r: r.asset_id)
+    return records
+
+
+@dataclass
+class GroundTruth:
+    """One asset's cached ground truth (images are read lazily, one view at a time)."""
+
+    asset_id: str
+    folder: Path
+    meta: dict
+    settings: GTSettings
+
+    @property
+    def views(self) -> list[str]:
+        return self.settings.views
+
+    @property
+    def num_frames(self) -> int:
+        return self.settings.num_frames
+
+    @property
+    def a0(self) -> float:
+        return float(self.meta["a0_deg"])
+
+    def image_path(self, view: str, t: int) -> Path:
+        return self.folder / view / frame_file(t)
+
+    def view_rgba(self, view: str) -> torch.Tensor:
+        """uint8 ``[T, 4, H, W]``."""
+        return torch.stack([torch.from_numpy(read_rgba(self.image_path(view, t))[0]).permute(2, 0, 1)
+                            for t in range(self.num_frames)])
+
+    def input_frames(self) -> list[np.ndarray]:
+        """The input video as RGBA uint8 ``[H, W, 4]`` frames (what a method receives)."""
+        return [read_rgba(self.image_path(self.views[0], t))[0] for t in range(self.num_frames)]
+
+    def voxels(self) -> list[torch.Tensor]:
+        with np.load(self.folder / "voxels.npz") as z:
+            return [torch.from_numpy(z[f"f{t:03d}"].astype(np.int64)) for t in range(self.num_frames)]
+
+    def camera(self, view: str):
+        from ss4d.render.camera import Camera
+
+        return Camera.from_dict(self.meta["cameras"][view])
+
+
+def load_ground_truth(record: GTRecord, settings: GTSettings) -> GroundTruth:
+    meta = json.loads((record.folder / "meta.json").read_text(encoding="utf-8"))
+    return GroundTruth(record.asset_id, record.folder, meta, settings)
+
+
+# ================================================================================================================
+# scoring
+# ================================================================================================================
+class NetworkMetrics:
+    """LPIPS (VGG), CLIP similarity (ViT-B/32) and FVD (I3D) from the user's weight files; each reports
+    *not computed* (with the reason) when its files are not given or cannot be read."""
+
+    def __init__(self, lpips=None, clip=None, i3d=None, device="cpu"):
+        from .clip_vit import CLIPSimilarityMetric
+        from .fvd import FVDMetric
+        from .lpips import LPIPSMetric
+
+        trunk, heads = _lpips_files(lpips)
+        self.lpips = LPIPSMetric(trunk, heads, "vgg", device=device)
+        self.clip = CLIPSimilarityMetric(clip, device=device)
+        self.fvd = FVDMetric(i3d, device=device)
+        if lpips is None:
+            self.lpips.reason = "no --lpips-weights given"
+        if clip is None:
+            self.clip.reason = "no --clip-weights given"
+        if i3d is None:
+            self.fvd.reason = "no --i3d-weights given"
+
+    def status(self) -> dict:
+        return {"lpips": self.lpips.reason if not self.lpips.available else "computed",
+                "clip": self.clip.reason if not self.clip.available else "computed",
+                "fvd": self.fvd.reason if not self.fvd.available else "computed"}
+
+
+def _lpips_files(spec) -> tuple[str | None, str | None]:
+    """``--lpips-weights``: a folder holding ``vgg16-397923af.pth`` + ``vgg.pth`` (see ``WEIGHT_FILE_NAMES``) or
+    ``TRUNK,HEADS``."""
+    if spec is None:
+        return None, None
+    s = str(spec)
+    if "," in s:
+        a, b = s.split(",", 1)
+        return a, b
+    if Path(s).is_dir():
+        from . import find_weight_files
+
+        found = find_weight_files(s)
+        t, h = found["lpips_vgg_trunk"], found["lpips_vgg_lin"]
+        return (str(t) if t else str(Path(s) / "vgg16-397923af.pth")), (str(h) if h else str(Path(s) / "vgg.pth"))
+    return s, None
+
+
+@dataclass
+class RenderSet:
+    """A method's renders of one asset as found on disk."""
+
+    frames: dict                      # view -> {t: Path}
+    problems: list                    # [{"view", "frame", "code", "error"}]
+    had_alpha: bool = True
+
+
+def load_renders(folder, gt: GroundTruth) -> RenderSet:
+    """Index ``folder/<view>/<frame>.png`` against the ground truth (views by name ``v090`` / ``090`` / ``90``,
+    frames by the number in the file name: ``000.png``, ``0.png``, ``f000.png``). Missing views and frames are
+    listed as problems; sizes are checked when scoring."""
+    folder = Path(folder)
+    frames: dict = {v: {} for v in gt.views}
+    problems = []
+    if not folder.is_dir():
+        problems.append({"view": None, "frame": None, "code": "missing",
+                         "error": f"no renders for this asset ({folder} does not exist)"})
+        return RenderSet(frames, problems)
+    by_offset = {}
+    for d in sorted(p for p in folder.iterdir() if p.is_dir()):
+        off = parse_view_name(d.name)
+        if off is not None and view_name(off) in frames and view_name(off) not in by_offset:
+            by_offset[view_name(off)] = d
+    for v in gt.views:
+        d = by_offset.get(v)
+        if d is None:
+            problems.append({"view": v, "frame": None, "code": "missing_view", "error": f"no folder for view {v}"})
+            continue
+        for p in sorted(d.iterdir()):
+            if p.suffix.lower() != ".png":
+                continue
+            t = _frame_index(p.stem)
+            if t is not None and t < gt.num_frames and t not in frames[v]:
+                frames[v][t] = p
+        missing = [t for t in range(gt.num_frames) if t not in frames[v]]
+        if missing:
+            problems.append({"view": v, "frame": missing, "code": "missing_frames",
+                             "error": f"{len(missing)} of {gt.num_frames} frames missing"})
+    return RenderSet(frames, problems)
+
+
+def _mean(values) -> float | None:
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return None
+    return float(np.mean(vals))
+
+
+def score_asset(gt: GroundTruth, renders_dir, *, pred_voxels: list | None = None, voxels_reason: str | None = None,
+                nets: NetworkMetrics | None = None, device="cpu") -> dict:
+    """Score one method's renders of one asset against the ground truth. Returns a JSON-ready dict::
+
+        {"views": {view: {"psnr": [T] (None where not scored), "ssim", "mask_iou", "lpips", "clip",
+                          "flicker": float|None, "scored_frames": int}},
+         "input": {metric: mean}, "novel": {...}, "all": {...},
+         "flicker": {"input": .., "novel": ..}, "geometry": {"voxel_iou": [T], "chamfer": [T], "mean_*"},
+         "not_scored": [problems], "notes": [..], "fvd_features": tensor or None (popped by the caller)}
+    """
+    from .metrics import composite_white, frame_metrics, temporal_flicker, voxel_chamfer, voxel_iou
+
+    rs = load_renders(renders_dir, gt)
+    problems = list(rs.problems)
+    notes = []
+    T = gt.num_frames
+    per_view = {}
+    fvd_videos_pred, fvd_videos_gt, fvd_ok = [], [], nets is not None and nets.fvd.available
+    alpha_estimated = False
+    for v in gt.views:
+        g_all = gt.view_rgba(v).float().div(255.0)  # [T,4,H,W]
+        H, W = g_all.shape[-2:]
+        preds, idx = [], []
+        for t in range(T):
+            p = rs.frames[v].get(t)
+            if p is None:
+                continue
+            try:
+                arr, had_alpha = read_rgba(p)
+            except Exception as e:  # noqa: BLE001 - an unreadable file is a problem, not a crash
+                problems.append({"view": v, "frame": [t], "code": "unreadable", "error": f"{p.name}: {e}"})
+                continue
+            if arr.shape[:2] != (H, W):
+                problems.append({"view": v, "frame": [t], "code": "resolution",
+                                 "error": f"{p.name}: {arr.shape[1]}x{arr.shape[0]} px, ground truth {W}x{H} px"})
+                continue
+            x = torch.from_numpy(arr).permute(2, 0, 1).float().div(255.0)
+            if not had_alpha:
+                x[3] = _estimated_alpha(x[:3])
+                alpha_estimated = True
+            preds.append(x)
+            idx.append(t)
+        entry = {k: [None] * T for k in ("psnr", "ssim", "mask_iou", "lpips", "clip")}
+        entry["flicker"] = None
+        entry["scored_frames"] = len(idx)
+        if idx:
+            P = torch.stack(preds).to(device)
+            G = g_all[idx].to(device)
+            fm = frame_metrics(P, G)
+            pw, gw = composite_white(P), composite_white(G)
+            for k in ("psnr", "ssim", "mask_iou"):
+                for t, val in zip(idx, fm[k].tolist()):
+                    entry[k][t] = float(val)
+            if nets is not None:
+                for k, metric in (("lpips", nets.lpips), ("clip", nets.clip)):
+                    if metric.available:
+                        r = metric(pw, gw)
+                        for t, val in zip(idx, r.value.reshape(-1).tolist()):
+                            entry[k][t] = float(val)
+            if len(idx) == T and T >= 2:
+                entry["flicker"] = float(temporal_flicker(pw, gw))
+                if fvd_ok:  # I3D features of this view's video (one clip = the asset's views)
+                    fvd_videos_pred.append(nets.fvd.features(pw[None]).cpu())
+                    fvd_videos_gt.append(nets.fvd.features(gw[None]).cpu())
+            elif T >= 2:
+                fvd_ok = False
+        else:
+            fvd_ok = False
+        per_view[v] = entry
+    if alpha_estimated:
+        notes.append("RGB renders without alpha: alpha estimated from non-white pixels for mask IoU")
+    inp, novel = gt.views[0], gt.views[1:]
+
+    def agg(views):
+        out = {}
+        for k in ("psnr", "ssim", "mask_iou", "lpips", "clip"):
+            out[k] = _mean([x for v in views for x in per_view[v][k]])
+        out["scored_frames"] = int(sum(per_view[v]["scored_frames"] for v in views))
+        return out
+
+    res = {"views": per_view, "input": agg([inp]), "novel": agg(novel) if novel else None,
+           "all": agg(gt.views),
+           "flicker": {"input": per_view[inp]["flicker"],
+                       "novel": _mean([per_view[v]["flicker"] for v in novel]) if novel else None}}
+    # geometry
+    geo = {"voxel_iou": None, "chamfer": None, "mean_voxel_iou": None, "mean_chamfer": None, "reason": None}
+    if pred_voxels is not None:
+        gtv = gt.voxels()
+        if len(pred_voxels) != T:
+            geo["reason"] = f"{len(pred_voxels)} predicted voxel frames for {T} ground-truth frames"
+        else:
+            iou = voxel_iou(pred_voxels, gtv).tolist()
+            cd = voxel_chamfer(pred_voxels, gtv, gt.settings.resolution).tolist()
+            geo.update(voxel_iou=iou, chamfer=cd, mean_voxel_iou=_mean(iou), mean_chamfer=_mean(cd))
+    else:
+        geo["reason"] = voxels_reason or "no predicted geometry"
+    res["geometry"] = geo
+    # FVD features (one clip per asset = its V view videos)
+    res["fvd_features"] = None
+    if nets is not None and nets.fvd.available:
+        if fvd_ok and fvd_videos_pred:
+            res["fvd_features"] = (torch.cat(fvd_videos_pred), torch.cat(fvd_videos_gt))
+        else:
+            notes.append("FVD not computed for this asset: some view lacks frames")
+    res["not_scored"] = problems
+    res["notes"] = notes
+    res["complete"] = not problems
+    return res
+
+
+# ================================================================================================================
+# the whole run
+# ================================================================================================================
+@dataclass
+class EvalConfig:
+    assets: list
+    output: str
+    gt: GTSettings = field(default_factory=GTSettings)
+    model: str | None = None
+    name: str = "ss4d"
+    baselines: tuple = ()               # "per-frame", "static"
+    predictions: list = field(default_factory=list)   # [(name, folder)]
+    seed: int = 0
+    steps: int | None = None
+    cfg: float | None = None
+    device: str = "cpu"
+    dtype: str = "fp32"
+    dinov2_weights: str | None = None
+    lpips_weights: str | None = None
+    clip_weights: str | None = None
+    i3d_weights: str | None = None
+    align: dict = field(default_factory=dict)
+    sheet_frames: int = 8
+    gt_timeout: float | None = None
+    in_process: bool = False
+    threads: int = 0
+
+
+def evaluate(cfg: EvalConfig, progress: Callable | None = print) -> dict:
+    """Run the protocol: ground truth, each method (model, baselines, external predictions), scores, report.
+    Returns the report dict (also written as ``report.json`` / ``report.md`` / plots / sheets)."""
+    from . import baselines as BL
+    from .report import write_report
+
+    progress = progress or (lambda *a, **k: None)
+    if cfg.threads and cfg.threads > 0:
+        torch.set_num_threads(int(cfg.threads))
+    root = Path(cfg.output)
+    methods = BL.build_methods(cfg, root, progress)        # checks the options before any rendering
+    root.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    records = prepare_ground_truth(cfg.assets, root, cfg.gt, progress=progress, in_process=cfg.in_process,
+                                   timeout=cfg.gt_timeout)
+    gts = {r.asset_id: load_ground_truth(r, cfg.gt) for r in records if r.ok}
+    t_gt = time.perf_counter() - t0
+    nets = NetworkMetrics(cfg.lpips_weights, cfg.clip_weights, cfg.i3d_weights, device=cfg.device)
+    results: dict = {}
+    fvd_feats: dict = {}
+    for m in methods:
+        results[m.name] = {}
+        fvd_feats[m.name] = []
+        for aid, gt in gts.items():
+            entry = {"status": "ok"}
+            t1 = time.perf_counter()
+            try:
+                out = m.produce(gt)
+            except Exception as e:  # noqa: BLE001 - one asset's failure never stops the run
+                log.debug("method %s asset %s failed", m.name, aid, exc_info=True)
+                entry = {"status": "failed", "code": getattr(e, "code", "failed"),
+                         "error": " ".join(f"{type(e).__name__}: {e}".split())}
+                results[m.name][aid] = entry
+                progress(f"{m.name} {aid}: not scored: {entry['error']}")
+                continue
+            entry.update(out.info)
+            t2 = time.perf_counter()
+            try:
+                sc = score_asset(gt, out.renders_dir, pred_voxels=out.voxels, voxels_reason=out.voxels_reason,
+                                 nets=nets, device=cfg.device)
+            except Exception as e:  # noqa: BLE001
+                log.debug("scoring %s %s failed", m.name, aid, exc_info=True)
+                entry.update(status="failed", code="score_failed", error=" ".join(f"{type(e).__name__}: {e}".split()),
+                             traceback=traceback.format_exc())
+                results[m.name][aid] = entry
+                progress(f"{m.name} {aid}: scoring failed: {e}")
+                continue
+            feats = sc.pop("fvd_features")
+            if feats is not None:
+                fvd_feats[m.name].append((aid, feats))
+            entry.update(sc)
+            if not sc["complete"]:
+                entry["status"] = "partial"
+            entry.setdefault("timing", {})["score_s"] = time.perf_counter() - t2
+            entry["timing"]["total_s"] = time.perf_counter() - t1
+            results[m.name][aid] = entry
+            nv = entry["novel"] or {}
+            progress(f"{m.name} {aid}: PSNR in {_fmt(entry['input']['psnr'])} / novel {_fmt(nv.get('psnr'))}, "
+                     f"mask IoU novel {_fmt(nv.get('mask_iou'))}, voxel IoU "
+                     f"{_fmt(entry['geometry']['mean_voxel_iou'])}"
+                     + (f" ({len(sc['not_scored'])} problem(s))" if sc["not_scored"] else ""))
+    fvd = {}
+    for name, lst in fvd_feats.items():
+        fvd[name] = _fvd_summary(lst, nets)
+    report = {
+        "format": "ss4d-eval-report-v1",
+        "protocol": cfg.gt.key(),
+        "seed": cfg.seed,
+        "assets": [{"id": r.asset_id, "path": r.path, "scored": r.ok, "code": r.code, "error": r.error,
+                    "a0_deg": gts[r.asset_id].a0 if r.ok else None,
+                    "clip": gts[r.asset_id].meta.get("clip") if r.ok else None,
+                    "flags": gts[r.asset_id].meta.get("flags", []) if r.ok else [],
+                    "gt_seconds": r.seconds, "gt_cached": r.cached} for r in records],
+        "methods": {m.name: m.describe() for m in methods},
+        "network_metrics": nets.status(),
+        "results": results,
+        "fvd": fvd,
+        "timing": {"ground_truth_s": t_gt, "total_s": time.perf_counter() - t0},
+    }
+    write_report(report, root, gts, {m.name: m for m in methods}, sheet_frames=cfg.sheet_frames)
+    progress(f"report: {root / 'report.md'}")
+    return report
+
+
+def _fvd_summary(lst, nets: NetworkMetrics) -> dict:
+    from .fvd import fvd_per_clip, fvd_pooled
+
+    if not nets.fvd.available:
+        r = {"computed": False, "reason": f"FVD: {nets.fvd.reason}"}
+        return {"per_clip": r, "pooled": r}
+    if not lst:
+        r = {"computed": False, "reason": "no asset with complete renders"}
+        return {"per_clip": r, "pooled": r}
+    fp = [f[0] for _, f in lst]
+    fg = [f[1] for _, f in lst]
+    per = fvd_per_clip(fp, fg)
+    return {"per_clip": {"computed": True, "value": {aid: float(v) for (aid, _), v in zip(lst, per)},
+                         "mean": float(per.mean())},
+            "pooled": {"computed": True, "value": float(fvd_pooled(fp, fg)), "assets": [a for a, _ in lst]}}
+
+
+def _fmt(x) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float) and math.isinf(x):
+        return "inf"
+    return f"{x:.3f}"
+
+
+if __name__ == "__main__":
+    sys.exit(_gt_worker_main())

@@ -230,22 +230,23 @@ def main():
     tmin, tmed, tplan, plan = bench_neighbors(coords, max(reps, 3))
     rows.append(("neighbour map", f"3^3, N={n}", "-", "build", f"{tmin * 1e3:.1f} / {tmed * 1e3:.1f}", "", "", "",
                  "", f"+ plan {tplan * 1e3:.1f} ms: {plan.kind}, {plan.occupancy:.0%} taps active"))
-    fp32_rate = {}
+    gemm_rate, conv_rows = {}, []
     for ch in (64, 128):
         for dtype in (torch.float32, torch.bfloat16):
             for backward in (False, True):
                 cmin, cmed, gmin, grows = bench_conv(coords, ch, ch, dtype, backward, reps)
                 flops = 2 * n * 27 * ch * ch * (3 if backward else 1)
-                rate, grate = flops / cmin / 1e9, flops / gmin / 1e9
-                if dtype == torch.float32:
-                    fp32_rate[ch, backward] = grate
-                notes = [] if grows == n else [f"GEMM rate on {grows} rows"]
-                if dtype != torch.float32 and not _native_half(dtype) and (ch, backward) in fp32_rate:
-                    notes.append(f"conv runs fp32 GEMMs: {rate / fp32_rate[ch, backward]:.2f} of fp32 GEMM rate")
-                note = "; ".join(notes)
-                rows.append(("subm. conv", f"{ch}->{ch}, N={n}", str(dtype).replace("torch.", ""),
-                             "fwd+bwd" if backward else "fwd", f"{cmin * 1e3:.1f} / {cmed * 1e3:.1f}",
-                             f"{rate:.1f}", f"{grate:.1f}", f"{rate / grate:.2f}", "", note))
+                # fwd and fwd+bwd time the same GEMM shape: keep the best rate seen for (channels, dtype)
+                gemm_rate[ch, dtype] = max(gemm_rate.get((ch, dtype), 0.0), flops / gmin / 1e9)
+                conv_rows.append((ch, dtype, backward, cmin, cmed, flops, grows))
+    for ch, dtype, backward, cmin, cmed, flops, grows in conv_rows:
+        rate, grate = flops / cmin / 1e9, gemm_rate[ch, dtype]
+        notes = [] if grows == n else [f"GEMM rate on {grows} rows"]
+        if dtype != torch.float32 and not _native_half(dtype):
+            notes.append(f"conv runs fp32 GEMMs: {rate / gemm_rate[ch, torch.float32]:.2f} of fp32 GEMM rate")
+        rows.append(("subm. conv", f"{ch}->{ch}, N={n}", str(dtype).replace("torch.", ""),
+                     "fwd+bwd" if backward else "fwd", f"{cmin * 1e3:.1f} / {cmed * 1e3:.1f}",
+                     f"{rate:.1f}", f"{grate:.1f}", f"{rate / grate:.2f}", "", "; ".join(notes)))
     for dtype in ("float32", "bfloat16"):
         r = run_child({"kind": "conv_mem", "channels": 128, "dtype": dtype, "threads": a.threads})
         mem = f"{r['peak_mb']:.0f} (+{r['extra_mb']:.0f})" if "error" not in r else r["error"]
@@ -274,8 +275,9 @@ def main():
           f"{torch.backends.cpu.get_cpu_capability()}, native bf16 GEMM: {_native_half(torch.bfloat16)}, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}, load avg {load0:.1f} -> "
           f"{os.getloadavg()[0]:.1f}, {reps} reps")
-    print("# conv GFLOP/s = 2*N*K*Cin*Cout (K=27, missing taps counted) per fwd, x3 for fwd+bwd; GEMM = dense mm "
-          "of the same FLOPs, same dtype, same run; ratio = conv / GEMM rate")
+    print("# conv GFLOP/s = 2*N*K*Cin*Cout (K=27, missing taps counted) per fwd, x3 for fwd+bwd, from the best time; "
+          "GEMM = best rate of a dense [N, 27*Cin] @ [27*Cin, Cout] mm in the same dtype, timed interleaved with the "
+          "conv; ratio = conv / GEMM rate")
     print(" | ".join(h.ljust(w) for h, w in zip(hdr, widths)))
     print("-|-".join("-" * w for w in widths))
     for r in rows:

@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .data.cli import add_data_parser
 
     add_data_parser(sub)
+    from .eval.cli import add_evaluate_parser
+
+    add_evaluate_parser(sub)
     t = sub.add_parser("train", help="train a stage from a JSON config (same as python -m ss4d.train)")
     t.add_argument("rest", nargs=argparse.REMAINDER)
     t.set_defaults(func=lambda a: __import__("ss4d.train.__main__", fromlist=["main"]).main(a.rest))

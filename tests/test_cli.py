@@ -19,7 +19,7 @@ from ss4d.models.tiny import build_tiny, write_model_folder
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("tiny_model")
-    write_model_folder(d, build_tiny(0))
+    write_model_folder(d, build_tiny(0, occupancy_bias=-0.8))
     return d
 
 
@@ -32,7 +32,7 @@ def _run(args):
     return main([str(a) for a in args])
 
 
-def _check_outputs(out, n):
+def _check_outputs(out, n, renders=True):
     assert sorted(p.name for p in (out / "ply").iterdir()) == [f"frame_{t:03d}.ply" for t in range(n)]
     ply = PlyData.read(str(out / "ply" / "frame_000.ply"))
     names = {p.name for p in ply["vertex"].properties}
@@ -44,6 +44,9 @@ def _check_outputs(out, n):
     glb = GLTF2().load(str(out / "animation.glb"))
     assert glb.animations and len(glb.animations[0].channels) >= n
     assert (out / "viewer.html").read_text().count("frame_") >= n
+    if not renders:
+        assert not (out / "renders").exists()
+        return gs
     for name in ("orbit", "grid", "input_vs_output"):
         vids = list((out / "renders").glob(f"{name}.*"))
         assert vids, name
@@ -55,14 +58,14 @@ def _check_outputs(out, n):
 def test_generate_rgba_clip(model_dir, shared, tmp_path):
     out = tmp_path / "rose"
     rc = _run(["generate", shared / "data/clips/rose", "-o", out, "--model", model_dir, "--frames", "4",
-               "--steps", "2", "--render-size", "48", "--quiet"])
+               "--steps", "2", "--cfg", "0", "--render-size", "32", "--quiet"])
     assert rc == 0
     gs = _check_outputs(out, 4)
     assert all(len(g) > 0 for g in gs)
     # deterministic: the same seed gives the same Gaussians
     out2 = tmp_path / "rose2"
     assert _run(["generate", shared / "data/clips/rose", "-o", out2, "--model", model_dir, "--frames", "4",
-                 "--steps", "2", "--no-renders", "--quiet"]) == 0
+                 "--steps", "2", "--cfg", "0", "--no-renders", "--quiet"]) == 0
     gs2, _, _ = load_4d(out2 / "result.ss4d")
     assert all(torch.equal(a._xyz, b._xyz) for a, b in zip(gs, gs2))
 
@@ -70,9 +73,9 @@ def test_generate_rgba_clip(model_dir, shared, tmp_path):
 def test_generate_mp4_with_matting_and_odd_frames(model_dir, shared, tmp_path):
     out = tmp_path / "mp4"
     rc = _run(["generate", shared / "data/videos/blooming_rose_fg.mp4", "-o", out, "--model", model_dir,
-               "--frames", "3", "--steps", "1", "--render-size", "32", "--quiet"])
+               "--frames", "3", "--steps", "1", "--cfg", "0", "--no-renders", "--quiet"])
     assert rc == 0
-    _check_outputs(out, 3)
+    _check_outputs(out, 3, renders=False)
 
 
 def test_existing_output_not_overwritten(model_dir, shared, tmp_path, capsys):
@@ -121,7 +124,7 @@ def test_bad_model_folder(tmp_path, shared, capsys):
 def test_render_and_export_saved_result(model_dir, shared, tmp_path):
     out = tmp_path / "r"
     assert _run(["generate", shared / "data/clips/rose", "-o", out, "--model", model_dir, "--frames", "2",
-                 "--steps", "1", "--no-renders", "--quiet"]) == 0
+                 "--steps", "1", "--cfg", "0", "--no-renders", "--quiet"]) == 0
     assert _run(["render", out / "result.ss4d", "-o", tmp_path / "renders", "--size", "32"]) == 0
     assert _decoded_frames(next((tmp_path / "renders").glob("grid.*"))) == 2
     assert _run(["export", out / "result.ss4d", "--format", "ply", "-o", tmp_path / "exp"]) == 0

@@ -188,6 +188,32 @@ def test_neighbor_map_symmetric_and_valid():
             assert nbr[i, k].item() == table.get((b, cx + dx, cy + dy, cz + dz), n)
 
 
+def test_neighbor_map_paths_agree(monkeypatch):
+    """Dense-table lookup, sorted-key fallback and small query chunks give the same maps; far-apart sites
+    (a sparse grid far larger than N) work and never wrap across rows, frames or samples."""
+    from ss4d.sparse import neighbors
+
+    g = torch.Generator().manual_seed(9)
+    coords = random_sites(4, 6, 0.4, g)
+    far = torch.tensor([[3, 32767, 0, 5], [3, 32766, 0, 5], [3, 0, 32767, 4]], dtype=torch.int32)
+    coords = torch.cat([coords, far])
+    cases = [((3, 3, 3), None), ((3, 1, 1, 1), 2), ((3, 3, 3, 3), 4), ((5, 5, 5), None)]
+    maps = {}
+    for mode in ("dense", "sorted"):
+        if mode == "sorted":
+            monkeypatch.setattr(neighbors, "DENSE_TABLE_MIN", 0)
+            monkeypatch.setattr(neighbors, "DENSE_TABLE_PER_ROW", 0)
+            monkeypatch.setattr(neighbors, "QUERY_CHUNK", 50)
+        for kernel, nf in cases:
+            maps[mode, kernel] = neighbor_map(SparseTensor(torch.zeros(len(coords), 1), coords), kernel, nf)
+    for kernel, _ in cases:
+        assert torch.equal(maps["dense", kernel], maps["sorted", kernel])
+    n = len(coords)
+    m = maps["dense", (3, 3, 3)]
+    assert m[n - 3, 4] == n - 2 and m[n - 2, 22] == n - 3  # taps (x-1) / (x+1) at the grid edge
+    assert bool((m[n - 1] < n).sum() == 1)  # isolated corner site: only itself
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # gradients
 

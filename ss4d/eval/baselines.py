@@ -369,7 +369,10 @@ def build_methods(cfg, root, progress=print) -> list:
     if baselines and not cfg.model:
         raise InputError("--baselines needs --model (the baselines are variants of the model)")
     if cfg.model:
+        from ss4d.pipeline.checkpoint_folder import read_pipeline_config
         from ss4d.pipeline.video_to_4d import VideoTo4DPipeline
+
+        read_pipeline_config(cfg.model)      # a wrong --model fails here (CheckpointError), not once per asset
 
         state: dict = {}
 

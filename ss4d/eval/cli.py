@@ -66,7 +66,8 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     m.add_argument("--dinov2-weights", default=None)
     a = e.add_argument_group("alignment")
     a.add_argument("--align-size", type=_positive(), default=64, help="proxy render side for the pose refinement")
-    a.add_argument("--align-points", type=_positive(), default=20000, help="Gaussian centres per frame (refine)")
+    a.add_argument("--align-points", type=_positive(), default=8000,
+                   help="proxy points per frame in the pose refinement (8000; 7 per Gaussian)")
     a.add_argument("--align-step", type=float, default=5.0, help="coarse azimuth step in degrees (5)")
     n = e.add_argument_group("network metrics (not computed without weights)")
     n.add_argument("--lpips-weights", default=None,

@@ -196,7 +196,7 @@ def _estimated_alpha(rgb: torch.Tensor, tol: float = 3.0 / 255.0) -> torch.Tenso
 # ================================================================================================================
 # ground truth: the Blender side (runs in the worker process)
 # ================================================================================================================
-def render_gt_asset(path, folder, settings: GTSettings, a0: int) -> dict:
+def render_gt_asset(path, folder, settings: GTSettings, a0: int, sha256: str | None = None) -> dict:
     """Render one asset's ground truth into the empty ``folder`` (needs ``bpy``); returns the meta dict.
     Raises :class:`ss4d.data.blender.AssetError` for an unusable asset (``no_animation``, ``no_clip``, ...)."""
     from ss4d.data import blender as B
@@ -263,7 +263,8 @@ def render_gt_asset(path, folder, settings: GTSettings, a0: int) -> dict:
             B.render_still(folder / views[k] / frame_file(t))
     np.savez_compressed(folder / "voxels.npz", **voxels)
     motion = float(motion_w * scale) if np.isfinite(motion_w) else float("inf")
-    meta = {"format": GT_FORMAT, "asset": str(Path(path).resolve()), "clip": clip.name, "clips": names,
+    meta = {"format": GT_FORMAT, "asset": str(Path(path).resolve()), "asset_sha256": sha256, "clip": clip.name,
+            "clips": names,
             "frame_range": [clip.frame_start, clip.frame_end], "frames": [float(x) for x in frames],
             "center": [float(x) for x in center], "scale": float(scale),
             "normalization": "canonical = (world - center) * scale; union of per-frame world bounds of the clip, "
@@ -295,7 +296,7 @@ def run_gt_job(job: dict) -> int:
         torch.set_num_threads(settings.threads)
     res: dict
     try:
-        meta = render_gt_asset(job["asset"], job["folder"], settings, int(job["a0"]))
+        meta = render_gt_asset(job["asset"], job["folder"], settings, int(job["a0"]), job.get("sha256"))
         res = {"ok": True, "seconds": meta["render_seconds"]}
     except AssetError as e:
         res = {"ok": False, "code": e.code, "error": e.message}
@@ -340,7 +341,7 @@ def _check_config(root: Path, settings: GTSettings) -> None:
         atomic_write_text(path, json.dumps({"ground_truth": key}, indent=1, sort_keys=True))
 
 
-def _gt_is_complete(folder: Path, settings: GTSettings) -> bool:
+def _gt_is_complete(folder: Path, settings: GTSettings, sha256: str | None = None) -> bool:
     meta_p = folder / "meta.json"
     if not meta_p.is_file() or not (folder / "voxels.npz").is_file():
         return False
@@ -348,7 +349,7 @@ def _gt_is_complete(folder: Path, settings: GTSettings) -> bool:
         meta = json.loads(meta_p.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, OSError):
         return False
-    if meta.get("settings") != settings.key():
+    if meta.get("settings") != settings.key() or (sha256 is not None and meta.get("asset_sha256") != sha256):
         return False
     return all((folder / v / frame_file(t)).is_file() for v in settings.views for t in range(settings.num_frames))
 
@@ -405,7 +406,7 @@ def prepare_ground_truth(assets: Sequence, root, settings: GTSettings, *, progre
     ids = asset_ids(files, hashes)
     for f, aid, sha in zip(files, ids, hashes):
         folder = gt_root / aid
-        if _gt_is_complete(folder, settings):
+        if _gt_is_complete(folder, settings, sha):
             records.append(GTRecord(aid, str(f), True, folder, cached=True))
             continue
         fail_p = gt_root / f"{aid}.not-scored.json"
@@ -435,8 +436,9 @@ def prepare_ground_truth(assets: Sequence, root, settings: GTSettings, *, progre
             shutil.rmtree(old, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(dir=gt_root, prefix=f".{aid}.tmp-"))
         a0 = input_azimuth(aid, settings.seed)
-        job = {"id": aid, "asset": str(Path(f).resolve()), "folder": str(tmp), "settings": settings.key() | {
-            "threads": settings.threads}, "a0": a0, "result": str(work / f"{aid}.gt-result.json")}
+        job = {"id": aid, "asset": str(Path(f).resolve()), "sha256": sha, "folder": str(tmp),
+               "settings": settings.key() | {"threads": settings.threads}, "a0": a0,
+               "result": str(work / f"{aid}.gt-result.json")}
         job["settings"].pop("format", None)
         Path(job["result"]).unlink(missing_ok=True)
         progress(f"gt {aid}: rendering {settings.num_frames} frames x {len(settings.view_offsets)} views "

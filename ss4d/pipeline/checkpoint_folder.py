@@ -70,8 +70,12 @@ def load_pipeline_models(cfg: PipelineConfig, device="cpu", dtype=torch.float32)
     return {k: load_model(cfg.root / v, device, dtype) for k, v in cfg.models.items() if k in REQUIRED_MODELS}
 
 
-def load_image_cond(cfg: PipelineConfig, device="cpu", dinov2_weights: str | None = None) -> torch.nn.Module:
+def load_image_cond(cfg: PipelineConfig, device="cpu", dinov2_weights: str | None = None):
+    """The conditioning encoder, or {flow model name: encoder} when each flow has its own."""
     ic = cfg.image_cond
+    if isinstance(ic, dict) and "ckpts" in ic:
+        # one conditioner per flow (each flow was trained with its own encoder)
+        return {stage: load_model(cfg.root / stem, device, torch.float32) for stage, stem in ic["ckpts"].items()}
     if isinstance(ic, dict):
         return load_model(cfg.root / ic["ckpt"], device, torch.float32)
     if ic in DINO_NAMES or str(ic).startswith("dinov2"):

@@ -109,9 +109,15 @@ class VideoTo4DPipeline:
         image_cond = load_image_cond(cfg, device, dinov2_weights)
         return cls(models, image_cond, cfg, device, dtype)
 
+    def _encoders(self) -> dict:
+        ic = self.image_cond
+        if isinstance(ic, dict):
+            return ic
+        return {"sparse_structure_flow_model": ic, "slat_flow_model": ic}
+
     @property
     def image_size(self) -> int:
-        return int(getattr(self.image_cond, "image_size", 518))
+        return int(getattr(self._encoders()["sparse_structure_flow_model"], "image_size", 518))
 
     @property
     def max_frames(self) -> int:
@@ -119,9 +125,15 @@ class VideoTo4DPipeline:
 
     # ----- stages -----
     @torch.no_grad()
-    def encode(self, frames: np.ndarray) -> torch.Tensor:
+    def encode(self, frames: np.ndarray) -> dict[str, torch.Tensor]:
+        """Conditioning tokens per flow model (the same tensor when both flows share one encoder)."""
         x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div(255).to(self.device)
-        return self.image_cond(x).float()
+        encs = self._encoders()
+        out: dict = {}
+        for k, enc in encs.items():
+            same = [j for j in out if encs[j] is enc]
+            out[k] = out[same[0]] if same else enc(x).float()
+        return out
 
     def _wrap(self, model):
         dt = self.dtype
@@ -215,11 +227,11 @@ class VideoTo4DPipeline:
         timings["conditioning"] = time.perf_counter() - t0
         gen = torch.Generator().manual_seed(int(seed))
         t0 = time.perf_counter()
-        coords = self.sample_structure(cond, gen, steps, cfg, bars.stage("sparse structure", self._steps(
+        coords = self.sample_structure(cond["sparse_structure_flow_model"], gen, steps, cfg, bars.stage("sparse structure", self._steps(
             self.ss_params, steps)))
         timings["sparse_structure"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        slat = self.sample_latents(cond, coords, gen, steps, cfg, bars.stage("spacetime latents", self._steps(
+        slat = self.sample_latents(cond["slat_flow_model"], coords, gen, steps, cfg, bars.stage("spacetime latents", self._steps(
             self.slat_params, steps)))
         timings["spacetime_latents"] = time.perf_counter() - t0
         t0 = time.perf_counter()

@@ -249,10 +249,11 @@ def _chunk_fast(Gp, T_in, px, py, ws, clamp: bool):
     (rgb, depth, sum of weights) and ``T_out [n, t*t]``.
 
     Layout ``[n, pixels, k]`` (k innermost). ``y = alpha - 1`` with ``alpha = exp(power + log o)`` (0 below 1/255),
-    so ``cumprod(y)`` is the transmittance up to the sign ``(-1)^(i+1)``, and with ``w_i = T_i - T_{i+1}`` the
+    so ``cumprod(y)`` is ``T / T_in`` up to the sign ``(-1)^(i+1)``, and with ``w_i = T_i - T_{i+1}`` the
     weighted sums telescope: ``sum_i f_i w_i = f_0 T_in + sum_i (f_{i+1} - f_i) T_{i+1}`` (``f_k = 0``), one bmm
-    against the cumulative product. For the few pixels that terminate inside this chunk the transmittance is held
-    at its last valid value from the stopping Gaussian on, which zeroes the weights past the stop."""
+    against the cumulative product, scaled by ``T_in`` per pixel. For the few pixels that terminate inside this
+    chunk the transmittance is held at its last valid value from the stopping Gaussian on, which zeroes the
+    weights past the stop."""
     n, k = Gp.shape[1], Gp.shape[2]
     t = px.shape[1]
     npx = t * t
@@ -404,7 +405,7 @@ def _chunk_backward(Gp, T_in, px, py, g_c, g_T):
 
 # threshold(x, th, v) keeps x > th; use the float just below the bound so that alpha >= 1/255 is kept (official rule)
 def _below(v, dt):
-    return torch.nextafter(torch.tensor(v, dtype=dt), torch.tensor(-2.0, dtype=dt)).item()
+    return torch.nextafter(torch.tensor(v, dtype=dt, device="cpu"), torch.tensor(-2.0, dtype=dt, device="cpu")).item()
 
 
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)

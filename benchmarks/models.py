@@ -105,7 +105,7 @@ def main():
                          timed(m, inp, kw, torch.float32), timed(m, inp, kw, torch.bfloat16)))
             del m
     print(f"threads={a.threads}; tiny input: {a.frames} frames; official input: 2 frames, small grids/shells")
-    print(f"| config | network | params | fwd fp32 (s) | fwd bf16 (s) |\n|---|---|---:|---:|---:|")
+    print("| config | network | params | fwd fp32 (s) | fwd bf16 (s) |\n|---|---|---:|---:|---:|")
     for cfg, key, n, t32, t16 in rows:
         print(f"| {cfg} | {key} | {n:,} | {t32:.3f} | {t16:.3f} |")
 

@@ -61,7 +61,7 @@ class SparseTransformerBase(nn.Module):
         for block in self.blocks:
             if self.use_checkpoint and torch.is_grad_enabled():
                 h = h.replace(torch.utils.checkpoint.checkpoint(
-                    lambda f, b=block: b(h.replace(f), t).feats, h.feats, use_reentrant=False))
+                    lambda f, b=block, base=h: b(base.replace(f), t).feats, h.feats, use_reentrant=False))
             else:
                 h = block(h, t)
         return h

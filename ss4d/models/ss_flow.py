@@ -75,7 +75,8 @@ class SparseStructureFlowModel(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, num_frames: int | None = None,
                 **_unused) -> torch.Tensor:
         if x.dim() != 5 or x.shape[1] != self.in_channels or any(s != self.resolution for s in x.shape[2:]):
-            raise ValueError(f"expected x of shape [B*T, {self.in_channels}, {self.resolution}^3], got {tuple(x.shape)}")
+            raise ValueError(f"expected x of shape [B*T, {self.in_channels}, {self.resolution}^3], "
+                             f"got {tuple(x.shape)}")
         if num_frames is not None and x.shape[0] % num_frames:
             raise ValueError(f"batch {x.shape[0]} is not a multiple of num_frames={num_frames}")
         dt = self.out_layer.weight.dtype

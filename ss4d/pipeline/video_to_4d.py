@@ -227,12 +227,12 @@ class VideoTo4DPipeline:
         timings["conditioning"] = time.perf_counter() - t0
         gen = torch.Generator().manual_seed(int(seed))
         t0 = time.perf_counter()
-        coords = self.sample_structure(cond["sparse_structure_flow_model"], gen, steps, cfg, bars.stage("sparse structure", self._steps(
-            self.ss_params, steps)))
+        ss_bar = bars.stage("sparse structure", self._steps(self.ss_params, steps))
+        coords = self.sample_structure(cond["sparse_structure_flow_model"], gen, steps, cfg, ss_bar)
         timings["sparse_structure"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        slat = self.sample_latents(cond["slat_flow_model"], coords, gen, steps, cfg, bars.stage("spacetime latents", self._steps(
-            self.slat_params, steps)))
+        slat_bar = bars.stage("spacetime latents", self._steps(self.slat_params, steps))
+        slat = self.sample_latents(cond["slat_flow_model"], coords, gen, steps, cfg, slat_bar)
         timings["spacetime_latents"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         gaussians = self.decode(slat, len(pre))

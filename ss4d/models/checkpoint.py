@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -12,6 +11,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..io_utils import atomic_file
 from .registry import build
 
 
@@ -83,20 +83,9 @@ def load_model(stem: str | os.PathLike, device="cpu", dtype: torch.dtype = torch
 
 
 def atomic_write(path: Path, write) -> None:
-    """Write via a temporary file in the same folder, fsync, then rename into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """`write(tmp_path)` then fsync and rename onto `path` (replacing it); see `ss4d.io_utils.atomic_file`."""
+    with atomic_file(path, overwrite=True) as tmp:
+        write(str(tmp))
 
 
 def save_model(model: nn.Module, name: str, args: dict, stem: str | os.PathLike, dtype=None) -> None:

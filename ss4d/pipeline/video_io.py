@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ import numpy as np
 from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
 from ss4d.errors import InputError
+from ss4d.io_utils import atomic_file
 
 __all__ = [
     "Clip",
@@ -602,30 +602,10 @@ def _as_rgb_frames(frames) -> list[np.ndarray]:
     return out
 
 
-def _new_file_mode(path: Path) -> int:
-    try:
-        return path.stat().st_mode & 0o777  # keep the mode of the file being replaced
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
 def _atomic_write(path: Path, writer) -> Path:
-    """Run ``writer(tmp_path)`` on a temp file next to ``path`` then ``os.replace`` it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".part{path.suffix}")
-    os.close(fd)
-    try:
-        writer(Path(tmp))
-        os.chmod(tmp, _new_file_mode(path))  # mkstemp creates 0600; give the file normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Run ``writer(tmp_path)`` on a temp file next to ``path``, then rename it onto ``path``."""
+    with atomic_file(path, overwrite=True, fsync=False) as tmp:
+        writer(tmp)
     return path
 
 

@@ -461,3 +461,53 @@ def test_network_metrics_with_weight_files(run1, tmp_path):
     assert rep["fvd"]["gtcopy"]["pooled"]["value"] == pytest.approx(0.0, abs=1e-3)
     md = (out / "report.md").read_text()
     assert "LPIPS novel ↓" in md and "CLIP sim. novel ↑" in md and ": not computed" not in md
+
+
+# ================================================================================================================
+# procedural held-out clips as assets (no Blender needed)
+# ================================================================================================================
+def test_procedural_spec_parsing():
+    assert [a for a, _, _ in P.parse_procedural_spec("procedural:1:3")] == ["proc1_000000", "proc1_000001",
+                                                                            "proc1_000002"]
+    assert P.parse_procedural_spec("procedural:7") == [("proc7_000000", 7, 0)]
+    for bad in ("procedural:x:2", "procedural:1:0", "procedural:1:2:3", "procedural:"):
+        with pytest.raises(ValueError, match="procedural:SEED:COUNT"):
+            P.parse_procedural_spec(bad)
+
+
+def test_procedural_ground_truth_and_gt_copy_scores_perfectly(tmp_path):
+    from ss4d.data.dataset import clip_seed
+    from ss4d.data.procedural import make_clip
+
+    settings = P.GTSettings(num_frames=3, size=48, view_offsets=(0, 90), resolution=32, seed=5)
+    root = tmp_path / "r"
+    cfg = P.EvalConfig(assets=["procedural:2:1", "procedural:bad"], output=str(root), gt=settings,
+                       align=dict(FAST_ALIGN), predictions=[("gtcopy", str(tmp_path / "pred"))], seed=5, threads=1,
+                       sheet_frames=3)
+    # the predictions folder is the ground truth itself, copied once it exists
+    records = P.prepare_ground_truth(cfg.assets, root, settings, progress=None)
+    ok = [r for r in records if r.ok]
+    bad = [r for r in records if not r.ok]
+    assert [r.asset_id for r in ok] == ["proc2_000000"]
+    assert bad and bad[0].code == "bad_spec"
+    gt = P.load_ground_truth(ok[0], settings)
+    clip = make_clip(clip_seed(2, 0), num_frames=3, resolution=32)
+    assert gt.meta["a0_deg"] == P.input_azimuth("proc2_000000", 5)
+    vox = gt.voxels()
+    for t in range(3):
+        assert torch.equal(vox[t], clip.voxels(t, 32).long())
+    # an independent white-background render of the clip at the protocol camera equals the stored RGBA composited
+    for k, view in enumerate(settings.views):
+        cam = P.gt_cameras(gt.a0, settings)[k]
+        rgba = gt.view_rgba(view).float() / 255.0
+        for t in range(3):
+            ref = rasterize(clip.gaussians(t), cam, bg=(1.0, 1.0, 1.0))["color"]
+            comp = rgba[t, :3] * rgba[t, 3:] + (1 - rgba[t, 3:])
+            assert (comp - ref).abs().max().item() < 4.0 / 255.0
+            assert rgba[t, 3].mean() > 0.02  # the object is in view
+    shutil.copytree(root / "gt", tmp_path / "pred")
+    rep = P.evaluate(cfg, progress=None)
+    e = rep["results"]["gtcopy"]["proc2_000000"]
+    assert e["status"] == "ok"
+    assert math.isinf(e["input"]["psnr"]) and e["geometry"]["voxel_iou"] == [1.0] * 3
+    assert any(a["id"] == "procedural:bad" and a["code"] == "bad_spec" for a in rep["assets"])

@@ -39,7 +39,8 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
                     "at the protocol's views, or any method's renders (<asset>/<view>/<frame>.png); writes "
                     "report.json, report.md, plots/ and sheets/ into the report folder (resumable).")
     e.add_argument("--assets", nargs="+", required=True, metavar="PATH",
-                   help="animated asset files or folders (searched recursively)")
+                   help="animated asset files or folders (searched recursively), or procedural:SEED:COUNT for "
+                        "COUNT procedural clips of master seed SEED (the default model trained on seed 0)")
     e.add_argument("-o", "--output", required=True, help="report folder (created; an existing one is resumed)")
     e.add_argument("--model", default=None, help="pipeline folder (pipeline.json + ckpts/) to evaluate")
     e.add_argument("--name", default="ss4d", help="name of the model in the report (ss4d)")

@@ -68,6 +68,8 @@ __all__ = [
     "input_azimuth",
     "gt_cameras",
     "prepare_ground_truth",
+    "parse_procedural_spec",
+    "render_gt_procedural",
     "load_ground_truth",
     "read_rgba",
     "write_rgba",
@@ -278,6 +280,66 @@ def render_gt_asset(path, folder, settings: GTSettings, a0: int, sha256: str | N
     return meta
 
 
+PROCEDURAL_PREFIX = "procedural:"
+
+
+def parse_procedural_spec(spec: str) -> list[tuple[str, int, int]]:
+    """``procedural:SEED:COUNT`` -> ``[(asset_id, seed, index)]`` for clips ``0 .. COUNT-1`` of the procedural
+    generator's master seed ``SEED`` (ids ``proc<SEED>_<index>`` as in :mod:`ss4d.data.dataset`; the default
+    model trained on master seed 0, so any other seed is a held-out set). Raises ``ValueError`` on a bad spec."""
+    from ss4d.data.dataset import clip_id
+
+    body = spec[len(PROCEDURAL_PREFIX):]
+    parts = body.split(":")
+    try:
+        seed, count = int(parts[0]), int(parts[1]) if len(parts) > 1 else 1
+    except (ValueError, IndexError):
+        raise ValueError(f"{spec!r}: expected procedural:SEED:COUNT, e.g. procedural:1:4") from None
+    if len(parts) > 2 or count < 1 or seed < 0:
+        raise ValueError(f"{spec!r}: expected procedural:SEED:COUNT with SEED >= 0 and COUNT >= 1")
+    return [(clip_id(seed, i), seed, i) for i in range(count)]
+
+
+def render_gt_procedural(seed: int, index: int, folder, settings: GTSettings, a0: int) -> dict:
+    """Ground truth of procedural clip ``index`` of master ``seed`` (:func:`ss4d.data.procedural.make_clip`,
+    animated, ``num_frames`` frames): the protocol cameras rendered with the ss4d rasterizer (RGBA, straight alpha,
+    like Blender's transparent film) and the surface voxels at ``resolution``, in the asset layout."""
+    from ss4d.data.dataset import clip_seed
+    from ss4d.data.procedural import make_clip
+    from ss4d.render.rasterizer import rasterize
+
+    t_start = time.perf_counter()
+    folder = Path(folder)
+    clip = make_clip(clip_seed(seed, index), num_frames=settings.num_frames, resolution=settings.resolution)
+    cams = gt_cameras(a0, settings)
+    views = settings.views
+    for v in views:
+        (folder / v).mkdir()
+    voxels, nvox = {}, []
+    for t in range(settings.num_frames):
+        g = clip.gaussians(t)
+        for k, cam in enumerate(cams):
+            with torch.no_grad():
+                out = rasterize(g, cam, bg=(0.0, 0.0, 0.0))
+            a = out["alpha"][0].clamp(0, 1)
+            rgb = (out["color"] / a.clamp_min(1e-6)).clamp(0, 1)
+            rgba = torch.cat([rgb, a[None]], 0).permute(1, 2, 0)
+            write_rgba(folder / views[k] / frame_file(t), (rgba * 255).round().to(torch.uint8).numpy())
+        vox = clip.voxels(t, settings.resolution)
+        voxels[f"f{t:03d}"] = vox.numpy().astype(np.int32)
+        nvox.append(int(vox.shape[0]))
+    np.savez_compressed(folder / "voxels.npz", **voxels)
+    meta = {"format": GT_FORMAT, "asset": f"{PROCEDURAL_PREFIX}{seed}:{index}", "asset_sha256": None,
+            "clip": clip.kind, "clips": [clip.kind], "frames": list(range(settings.num_frames)),
+            "normalization": "procedural canonical box (union of the clip's per-frame bounds, longest side 1)",
+            "a0_deg": int(a0), "views": views, "view_offsets_deg": list(settings.view_offsets),
+            "cameras": {v: c.to_dict() for v, c in zip(views, cams)}, "num_voxels": nvox,
+            "flags": ["procedural"] + (["no_motion"] if clip.static else []),
+            "settings": settings.key(), "render_seconds": time.perf_counter() - t_start}
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
+    return meta
+
+
 def _gt_worker_main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="ss4d.eval.protocol")
     p.add_argument("--gt-worker", required=True, help="job JSON file")
@@ -400,8 +462,36 @@ def prepare_ground_truth(assets: Sequence, root, settings: GTSettings, *, progre
     gt_root.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
     _check_config(root, settings)
-    files, problems = find_assets(assets)
+    procedural = [str(a) for a in assets if str(a).startswith(PROCEDURAL_PREFIX)]
+    files, problems = find_assets([a for a in assets if not str(a).startswith(PROCEDURAL_PREFIX)])
     records = [GTRecord(p["asset_id"], p["asset"], False, code=p["code"], error=p["error"]) for p in problems]
+    for spec in procedural:
+        try:
+            clips = parse_procedural_spec(spec)
+        except ValueError as e:
+            records.append(GTRecord(spec, spec, False, code="bad_spec", error=str(e)))
+            progress(f"gt {spec}: not scored: {e}")
+            continue
+        for aid, seed, index in clips:
+            folder = gt_root / aid
+            if _gt_is_complete(folder, settings):
+                records.append(GTRecord(aid, f"{PROCEDURAL_PREFIX}{seed}:{index}", True, folder, cached=True))
+                continue
+            shutil.rmtree(folder, ignore_errors=True)
+            tmp = Path(tempfile.mkdtemp(dir=gt_root, prefix=f".{aid}.tmp-"))
+            a0 = input_azimuth(aid, settings.seed)
+            progress(f"gt {aid}: rendering procedural clip, {settings.num_frames} frames x "
+                     f"{len(settings.view_offsets)} views ({settings.size}px, a0 = {a0} deg)")
+            t0 = time.perf_counter()
+            try:
+                render_gt_procedural(seed, index, tmp, settings, a0)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            os.rename(tmp, folder)
+            records.append(GTRecord(aid, f"{PROCEDURAL_PREFIX}{seed}:{index}", True, folder,
+                                    seconds=time.perf_counter() - t0))
+            progress(f"gt {aid}: done in {time.perf_counter() - t0:.1f} s")
     hashes = [sha256_file(f) for f in files]
     ids = asset_ids(files, hashes)
     for f, aid, sha in zip(files, ids, hashes):

@@ -207,6 +207,23 @@ def test_sparse_temporal_full_per_sample():
     assert_rel(y.feats, ref_self_attention_module(m, x.feats, s[:, None] == s[None], pos=b % num_frames))
 
 
+@pytest.mark.parametrize("window,shift", [(2, 0), (2, 1), (3, 1)])
+def test_sparse_temporal_frame_windows(window, shift):
+    """SLat flow with window_size (ss4d extension): voxels of frames with equal (f + s)//w of one sample."""
+    num_frames, samples = 5, 2
+    m = randomise(MultiHeadAttention(32, 2, type="temporal", attn_mode="windowed", window_size=window,
+                                     shift_window=shift, use_rope_t=True, qk_rms_norm=True), 32)
+    x = sparse_input(num_frames, samples, 6, 0.2, 32, seed=11)
+    with torch.no_grad():
+        y = m(x, num_frames=num_frames)
+    b = x.coords[:, 0].long()
+    s, f = b // num_frames, b % num_frames
+    wid = (f + shift) // window
+    allowed = (s[:, None] == s[None]) & (wid[:, None] == wid[None])
+    assert allowed.float().mean() < 0.5
+    assert_rel(y.feats, ref_self_attention_module(m, x.feats, allowed, pos=f))
+
+
 def test_sparse_self_full_per_entry():
     m = randomise(MultiHeadAttention(16, 2, type="self", attn_mode="full"), 31)
     x = sparse_input(1, 4, 6, 0.2, 16, seed=6)

@@ -29,7 +29,10 @@ class SLatFlowModel(nn.Module):
                  use_fp16: bool = False, use_checkpoint: bool = False, use_skip_connection: bool = True,
                  share_mod: bool = False, qk_rms_norm: bool = False, qk_rms_norm_cross: bool = False,
                  expand_self_attn: bool = False, conv_type: str = "3D", num_io_res4d_blocks: int = 2,
-                 io_block_channels_t: list[int] | None = None):
+                 io_block_channels_t: list[int] | None = None, window_size: int | None = None):
+        """`window_size` (an ss4d extension, not in the official config; None = official full attention over all
+        of a sample's frames): self-attention within windows of that many transformer-level frames, shifted by half
+        a window on odd blocks, like the SS flow; the same weights, a cost linear in the clip length."""
         super().__init__()
         if conv_type not in CONV_TYPES:
             raise ValueError(f"conv_type must be one of {CONV_TYPES}, got {conv_type!r}")
@@ -80,12 +83,16 @@ class SLatFlowModel(nn.Module):
                 self.out_blocks_t.append(SparseResBlock(prev * sk, C, chs, tk, upsample=("time",)))
                 self.out_blocks_t.extend([SparseResBlock(chs * sk, C, chs, tk)
                                           for _ in range(num_io_res4d_blocks - 1)])
+        if window_size and not expand_self_attn:
+            raise ValueError("window_size requires expand_self_attn=True")
+        self.window_size = window_size
         self.blocks = nn.ModuleList([
             ModulatedTransformerCrossBlock(
-                C, cond_channels, self.num_heads, mlp_ratio, attn_mode="full", use_rope_t=pe_mode == "rope_t",
-                rope_base=rope_base, qk_rms_norm=qk_rms_norm, qk_rms_norm_cross=qk_rms_norm_cross,
-                share_mod=share_mod, expand_self_attn=expand_self_attn)
-            for _ in range(num_blocks)])
+                C, cond_channels, self.num_heads, mlp_ratio, attn_mode="windowed" if window_size else "full",
+                window_size=window_size, shift_window=(window_size // 2) * (i % 2) if window_size else 0,
+                use_rope_t=pe_mode == "rope_t", rope_base=rope_base, qk_rms_norm=qk_rms_norm,
+                qk_rms_norm_cross=qk_rms_norm_cross, share_mod=share_mod, expand_self_attn=expand_self_attn)
+            for i in range(num_blocks)])
         self.out_layer = nn.Linear(io_block_channels[0], out_channels)
 
     @property

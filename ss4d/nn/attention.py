@@ -139,6 +139,8 @@ class MultiHeadAttention(nn.Module):
             keys = (sattn.cross_frame_window_keys(x, t, self.window_size, s) if temporal
                     else sattn.spatial_window_keys(x, self.window_size, s))
             out = sattn.windowed_attention(q, k, v, keys)
+        elif temporal and self.attn_mode == "windowed" and self.window_size:
+            out = sattn.varlen_attention(q, k, v, sattn.frame_window_lens(x, t, self.window_size, self.shift_window))
         elif temporal:
             out = sattn.varlen_attention(q, k, v, sattn.sample_lens(x, t))
         else:

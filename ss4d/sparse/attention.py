@@ -148,6 +148,18 @@ def sample_lens(x: SparseTensor, num_frames: int) -> torch.Tensor:
     return x.batch_counts.view(-1, num_frames).sum(1)
 
 
+def frame_window_lens(x: SparseTensor, num_frames: int, window: int, shift: int = 0) -> torch.Tensor:
+    """Rows per (sample, frame window): frames ``f`` of a sample grouped by ``(f + shift) // window`` (the dense
+    `windowed` temporal partition applied to voxels; rows are ordered by batch entry, so each group is one run)."""
+    counts = x.batch_counts.view(-1, num_frames)
+    ids = (torch.arange(num_frames) + int(shift)) // int(window)
+    _, inverse = torch.unique_consecutive(ids, return_inverse=True)
+    groups = int(inverse.max()) + 1
+    out = torch.zeros(counts.shape[0], groups, dtype=counts.dtype, device=counts.device)
+    out.index_add_(1, inverse.to(counts.device), counts)
+    return out.flatten()
+
+
 def sparse_cross_attention(q: torch.Tensor, x: SparseTensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Sparse queries q [N, H, D] of batch entry b attend to dense context k/v [B, Lc, H, D] of entry b."""
     bsz, lc = k.shape[0], k.shape[1]

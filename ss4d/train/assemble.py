@@ -3,6 +3,10 @@
 `python -m ss4d.train.assemble RUNS_DIR OUT_DIR` reads `RUNS_DIR/{ss_vae,slat_vae,ss_flow,slat_flow}/export/` and
 writes `OUT_DIR/pipeline.json` + `OUT_DIR/ckpts/` (fp16 weights to keep the shipped package small). Each flow keeps
 the conditioning encoder it was trained with (`image_cond_model.ckpts`).
+
+`--slat-window N` (default 4) sets the latent flow's self-attention to windows of N transformer-level frames
+(`SLatFlowModel(window_size=...)`): trained on short windows, its attention never saw more frames than that, and
+the cost of a long clip becomes linear in its length instead of quadratic. The weights are unchanged.
 """
 from __future__ import annotations
 
@@ -27,7 +31,8 @@ PARTS = {  # pipeline key -> (stage, exported stem)
 }
 
 
-def assemble(runs: Path, out: Path, num_frames: int = 32, dtype=torch.float16, sampler: dict | None = None) -> Path:
+def assemble(runs: Path, out: Path, num_frames: int = 32, dtype=torch.float16, sampler: dict | None = None,
+             slat_window: int | None = 4) -> Path:
     runs, out = Path(runs), Path(out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -35,8 +40,11 @@ def assemble(runs: Path, out: Path, num_frames: int = 32, dtype=torch.float16, s
     for key, (stage, stem) in PARTS.items():
         src = runs / stage / "export" / "ckpts" / stem
         cfg = json.loads(Path(str(src) + ".json").read_text())
+        args = dict(cfg["args"])
+        if key == "slat_flow_model" and slat_window:
+            args["window_size"] = int(slat_window)
         model = load_model(src)
-        save_model(model, cfg["name"], cfg["args"], tmp / "ckpts" / key, dtype=dtype)
+        save_model(model, cfg["name"], args, tmp / "ckpts" / key, dtype=dtype)
     norm = json.loads((runs / "slat_flow" / "export" / "slat_normalization.json").read_text())
     pipe = {"name": "SS4DVideoTo4DPipeline", "args": {
         "models": {k: f"ckpts/{k}" for k in PARTS if not k.startswith("image_cond")},
@@ -57,8 +65,10 @@ def main(argv=None) -> int:
     ap.add_argument("runs")
     ap.add_argument("out")
     ap.add_argument("--num-frames", type=int, default=32)
+    ap.add_argument("--slat-window", type=int, default=4,
+                    help="latent-flow attention window in transformer-level frames (0: full attention)")
     a = ap.parse_args(argv)
-    p = assemble(Path(a.runs), Path(a.out), a.num_frames)
+    p = assemble(Path(a.runs), Path(a.out), a.num_frames, slat_window=a.slat_window or None)
     size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
     print(f"assembled {p} ({size / 1e6:.1f} MB)")
     return 0

@@ -29,6 +29,7 @@ _REGISTRY: dict[str, tuple[str, str, dict[str, Any]]] = {
     "vit_large": ("ss4d.models.image_encoders.dinov2", "vit_large", {}),
     "vit_giant2": ("ss4d.models.image_encoders.dinov2", "vit_giant2", {}),
     "PatchImageEncoder": ("ss4d.models.image_encoders.patch_encoder", "PatchImageEncoder", {}),
+    "EfficientNetLiteConditioner": ("ss4d.models.image_encoders.efficientnet", "EfficientNetLiteConditioner", {}),
     "DinoV2Conditioner": ("ss4d.models.image_encoders.dinov2", "DinoV2Conditioner", {}),
     "DinoVisionTransformer": ("ss4d.models.image_encoders.dinov2", "DinoV2", {}),
 }

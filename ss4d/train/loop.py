@@ -697,10 +697,16 @@ def _train(cfg, rank, world, device) -> dict:
     bar.close()
     if cfg["export"]:
         exp = trainer.export_state()
+        # a frozen conditioning encoder (e.g. the ImageNet EfficientNet) is part of the published model as well
+        if "conditioner" in trainer.models and "conditioner" not in exp:
+            exp["conditioner"] = {k: v.detach().clone() for k, v in trainer.models["conditioner"].state_dict().items()}
         if is_main:
             for r, sd in exp.items():
                 stem = out_dir / "export" / "ckpts" / EXPORT_NAMES[cfg["stage"]].get(r, r)
-                _export(sd, specs[r]["name"], specs[r]["args"], stem)
+                args = dict(specs[r]["args"])
+                if args.get("weights") == "auto":  # the exported file carries the weights itself
+                    args["weights"] = None
+                _export(sd, specs[r]["name"], args, stem)
             if normalization is not None:
                 atomic_write(out_dir / "export" / "slat_normalization.json",
                              lambda t: Path(t).write_text(json.dumps(normalization, indent=2)))

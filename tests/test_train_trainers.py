@@ -84,6 +84,11 @@ def test_ema_clipping_and_bf16():
     before = [p.detach().clone() for _, p in tr.params]
     m = tr.train_step(collate([ds[0], ds[1]]))
     assert m["grad_norm"] > 0 and torch.isfinite(torch.tensor(m["loss"]))
+    for (_, p), b, e in zip(tr.params, before, tr.ema["0.9"]):  # warm-up: update 0 uses min(0.9, 1/10)
+        torch.testing.assert_close(e, 0.1 * b + 0.9 * p.detach())
+    tr.step = 1000  # later updates use the configured rate
+    before = [e.clone() for e in tr.ema["0.9"]]
+    tr.update_ema()
     for (_, p), b, e in zip(tr.params, before, tr.ema["0.9"]):
         torch.testing.assert_close(e, 0.9 * b + 0.1 * p.detach())
     c = AdaptiveGradClipper(1.0, clip_percentile=50, history=4)

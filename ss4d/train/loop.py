@@ -696,7 +696,7 @@ def _train(cfg, rank, world, device) -> dict:
             last_ckpt = save(step)
     bar.close()
     if cfg["export"]:
-        exp = trainer.export_state()
+        exp = trainer.export_state(raw=cfg["export"] == "raw")
         # a frozen conditioning encoder (e.g. the ImageNet EfficientNet) is part of the published model as well
         if "conditioner" in trainer.models and "conditioner" not in exp:
             exp["conditioner"] = {k: v.detach().clone() for k, v in trainer.models["conditioner"].state_dict().items()}

@@ -351,9 +351,13 @@ class Trainer:
 
     @torch.no_grad()
     def update_ema(self) -> None:
+        """EMA with warm-up: update n (0-based) uses min(rate, (1 + n) / (10 + n)), so a short run's EMA is not
+        dominated by the random initial weights (0.999 ** 1000 = 37 % of them without the warm-up)."""
+        n = self.step
         for rate in self.ema_rates:
+            r = min(float(rate), (1.0 + n) / (10.0 + n))
             for e, (_, p) in zip(self.ema[str(rate)], self.params):
-                e.mul_(rate).add_(p.detach(), alpha=1 - rate)
+                e.mul_(r).add_(p.detach(), alpha=1 - r)
 
     # ------------------------------------------------------------------ state
     def model_state(self, role: str, ema_rate: float | None = None) -> dict[str, torch.Tensor]:
@@ -406,10 +410,10 @@ class Trainer:
             self.scaler.load_state_dict(st["scaler"])
         self.step = int(st["step"])
 
-    def export_state(self) -> dict[str, dict[str, torch.Tensor]]:
+    def export_state(self, raw: bool = False) -> dict[str, dict[str, torch.Tensor]]:
         """Role -> weights to publish for every trained model: its EMA weights (first rate), or the raw weights
-        when no EMA is kept. Collective under FSDP."""
-        rate = self.ema_rates[0] if self.ema_rates else None
+        when no EMA is kept or `raw` is set. Collective under FSDP."""
+        rate = self.ema_rates[0] if self.ema_rates and not raw else None
         return {r: self.model_state(r, rate) for r in self.models if self.trainable[r]}
 
     # ------------------------------------------------------------------ previews

@@ -1,6 +1,7 @@
 """Assemble the exports of the four training stages into an official-layout pipeline folder.
 
-`python -m ss4d.train.assemble RUNS_DIR OUT_DIR` reads `RUNS_DIR/{ss_vae,slat_vae,ss_flow,slat_flow}/export/` and
+`python -m ss4d.train.assemble RUNS_DIR OUT_DIR` reads `RUNS_DIR/{ss_vae,slat_vae,ss_flow,slat_flow}/export/` (the
+Gaussian decoder from `RUNS_DIR/slat_decoder/export/` when that fine-tuning run exists) and
 writes `OUT_DIR/pipeline.json` + `OUT_DIR/ckpts/` (fp16 weights to keep the shipped package small). Each flow keeps
 the conditioning encoder it was trained with (`image_cond_model.ckpts`).
 
@@ -39,6 +40,8 @@ def assemble(runs: Path, out: Path, num_frames: int = 32, dtype=torch.float16, s
     (tmp / "ckpts").mkdir(parents=True)
     for key, (stage, stem) in PARTS.items():
         src = runs / stage / "export" / "ckpts" / stem
+        if key == "slat_decoder_gs" and (runs / "slat_decoder" / "export" / "ckpts" / (stem + ".json")).is_file():
+            src = runs / "slat_decoder" / "export" / "ckpts" / stem  # decoder fine-tuned with the encoder frozen
         cfg = json.loads(Path(str(src) + ".json").read_text())
         args = dict(cfg["args"])
         if key == "slat_flow_model" and slat_window:
@@ -67,8 +70,14 @@ def main(argv=None) -> int:
     ap.add_argument("--num-frames", type=int, default=32)
     ap.add_argument("--slat-window", type=int, default=4,
                     help="latent-flow attention window in transformer-level frames (0: full attention)")
+    ap.add_argument("--sampler-steps", type=int, default=SAMPLER["params"]["steps"],
+                    help="Euler steps of both samplers written to pipeline.json")
+    ap.add_argument("--cfg", type=float, default=SAMPLER["params"]["cfg_strength"],
+                    help="classifier-free guidance strength of both samplers")
     a = ap.parse_args(argv)
-    p = assemble(Path(a.runs), Path(a.out), a.num_frames, slat_window=a.slat_window or None)
+    sampler = json.loads(json.dumps(SAMPLER))
+    sampler["params"].update(steps=a.sampler_steps, cfg_strength=a.cfg)
+    p = assemble(Path(a.runs), Path(a.out), a.num_frames, sampler=sampler, slat_window=a.slat_window or None)
     size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
     print(f"assembled {p} ({size / 1e6:.1f} MB)")
     return 0

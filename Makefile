@@ -37,7 +37,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/sparse_ops.py
 
 demo: $(STAMP)
-	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ss4d generate examples/rose -o outputs/demo --overwrite --frames 8 --steps 4 --render-size 128
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ss4d generate examples/rose -o outputs/demo --overwrite --render-size 128
 
 clean:
 	rm -rf outputs .pytest_cache

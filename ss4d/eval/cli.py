@@ -7,19 +7,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ss4d.data.cli import _positive  # the same checked number parser as `ss4d data`
+
 __all__ = ["add_evaluate_parser", "cmd_evaluate", "config_from_args"]
-
-
-def _positive(kind=int, minimum=1):
-    def conv(s):
-        try:
-            v = kind(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
-        if v < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {s}")
-        return v
-    return conv
 
 
 def _offsets(s: str) -> tuple:

@@ -594,9 +594,19 @@ def collate(batch: Sequence[dict]) -> dict:
 
 
 
-def concat_clip_datasets(roots, **kwargs):
+def concat_clip_datasets(roots, align: str | None = None, align_jitter_deg: float = 0.0, **kwargs):
     """One dataset over several clip-dataset folders (e.g. Blender-rendered assets + procedural clips); keyword
-    arguments go to every `ClipDataset`. Used by the default-model training configs (`data.type = "callable"`)."""
+    arguments go to every `ClipDataset`. Used by the default-model training configs (`data.type = "callable"`).
+    ``align="input_view"`` turns every sample into the frame of its first input camera (see
+    :mod:`ss4d.data.align`), jittered by up to ``align_jitter_deg``."""
     from torch.utils.data import ConcatDataset
 
+    if align not in (None, "object", "input_view"):
+        raise ValueError(f"align must be 'object' (the assets' own frame) or 'input_view', got {align!r}")
+    if align == "input_view":
+        if kwargs.get("transform") is not None:
+            raise ValueError("align='input_view' cannot be combined with another transform")
+        from .align import AlignToInputView
+
+        kwargs["transform"] = AlignToInputView(jitter_deg=align_jitter_deg)
     return ConcatDataset([ClipDataset(r, **kwargs) for r in roots])

@@ -5,6 +5,9 @@ Gaussian decoder from `RUNS_DIR/slat_decoder/export/` when that fine-tuning run 
 writes `OUT_DIR/pipeline.json` + `OUT_DIR/ckpts/` (fp16 weights to keep the shipped package small). Each flow keeps
 the conditioning encoder it was trained with (`image_cond_model.ckpts`).
 
+`--run STAGE=DIR` takes one stage from another run folder (e.g. `--run ss_flow=runs/default/ss_flow_aligned`,
+`--run slat_decoder=runs/default/slat_decoder_hr`) instead of `RUNS_DIR/STAGE`.
+
 `--slat-window N` (default 4) sets the latent flow's self-attention to windows of N transformer-level frames
 (`SLatFlowModel(window_size=...)`): trained on short windows, its attention never saw more frames than that, and
 the cost of a long clip becomes linear in its length instead of quadratic. The weights are unchanged.
@@ -32,31 +35,44 @@ PARTS = {  # pipeline key -> (stage, exported stem)
 }
 
 
+STAGES = ("ss_vae", "slat_vae", "slat_decoder", "ss_flow", "slat_flow")
+
+
 def assemble(runs: Path, out: Path, num_frames: int = 32, dtype=torch.float16, sampler: dict | None = None,
-             slat_window: int | None = 4) -> Path:
+             slat_window: int | None = 4, stage_runs: dict | None = None) -> Path:
     runs, out = Path(runs), Path(out)
+    bad = sorted(set(stage_runs or {}) - set(STAGES))
+    if bad:
+        raise ValueError(f"unknown stage(s) {bad} in run overrides; stages: {', '.join(STAGES)}")
+    dirs = {st: Path((stage_runs or {}).get(st, runs / st)) for st in STAGES}
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "ckpts").mkdir(parents=True)
-    for key, (stage, stem) in PARTS.items():
-        src = runs / stage / "export" / "ckpts" / stem
-        if key == "slat_decoder_gs" and (runs / "slat_decoder" / "export" / "ckpts" / (stem + ".json")).is_file():
-            src = runs / "slat_decoder" / "export" / "ckpts" / stem  # decoder fine-tuned with the encoder frozen
-        cfg = json.loads(Path(str(src) + ".json").read_text())
-        args = dict(cfg["args"])
-        if key == "slat_flow_model" and slat_window:
-            args["window_size"] = int(slat_window)
-        model = load_model(src)
-        save_model(model, cfg["name"], args, tmp / "ckpts" / key, dtype=dtype)
-    norm = json.loads((runs / "slat_flow" / "export" / "slat_normalization.json").read_text())
-    pipe = {"name": "SS4DVideoTo4DPipeline", "args": {
-        "models": {k: f"ckpts/{k}" for k in PARTS if not k.startswith("image_cond")},
-        "sparse_structure_sampler": sampler or SAMPLER, "slat_sampler": sampler or SAMPLER,
-        "slat_normalization": {"mean": norm["mean"], "std": norm["std"]},
-        "image_cond_model": {"ckpts": {"sparse_structure_flow_model": "ckpts/image_cond_ss",
-                                       "slat_flow_model": "ckpts/image_cond_slat"}},
-        "num_frames": num_frames}}
-    atomic_write(tmp / "pipeline.json", lambda t: Path(t).write_text(json.dumps(pipe, indent=2)))
+    try:
+        for key, (stage, stem) in PARTS.items():
+            src = dirs[stage] / "export" / "ckpts" / stem
+            if key == "slat_decoder_gs" and (dirs["slat_decoder"] / "export" / "ckpts" / (stem + ".json")).is_file():
+                src = dirs["slat_decoder"] / "export" / "ckpts" / stem  # decoder fine-tuned with the encoder frozen
+            if not Path(str(src) + ".json").is_file():
+                raise FileNotFoundError(f"{key}: no export {src}.json (train stage {stage} with an 'export' setting)")
+            cfg = json.loads(Path(str(src) + ".json").read_text())
+            args = dict(cfg["args"])
+            if key == "slat_flow_model" and slat_window:
+                args["window_size"] = int(slat_window)
+            model = load_model(src)
+            save_model(model, cfg["name"], args, tmp / "ckpts" / key, dtype=dtype)
+        norm = json.loads((dirs["slat_flow"] / "export" / "slat_normalization.json").read_text())
+        pipe = {"name": "SS4DVideoTo4DPipeline", "args": {
+            "models": {k: f"ckpts/{k}" for k in PARTS if not k.startswith("image_cond")},
+            "sparse_structure_sampler": sampler or SAMPLER, "slat_sampler": sampler or SAMPLER,
+            "slat_normalization": {"mean": norm["mean"], "std": norm["std"]},
+            "image_cond_model": {"ckpts": {"sparse_structure_flow_model": "ckpts/image_cond_ss",
+                                           "slat_flow_model": "ckpts/image_cond_slat"}},
+            "num_frames": num_frames}}
+        atomic_write(tmp / "pipeline.json", lambda t: Path(t).write_text(json.dumps(pipe, indent=2)))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # no half-written model folder
+        raise
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
@@ -74,10 +90,23 @@ def main(argv=None) -> int:
                     help="Euler steps of both samplers written to pipeline.json")
     ap.add_argument("--cfg", type=float, default=SAMPLER["params"]["cfg_strength"],
                     help="classifier-free guidance strength of both samplers")
+    ap.add_argument("--run", action="append", default=[], metavar="STAGE=DIR",
+                    help=f"take a stage from another run folder (stages: {', '.join(STAGES)}); repeatable")
     a = ap.parse_args(argv)
+    stage_runs = {}
+    for item in a.run:
+        stage, sep, d = item.partition("=")
+        if not sep or stage not in STAGES or not d:
+            ap.error(f"--run takes STAGE=DIR with STAGE one of {', '.join(STAGES)}, got {item!r}")
+        stage_runs[stage] = d
     sampler = json.loads(json.dumps(SAMPLER))
     sampler["params"].update(steps=a.sampler_steps, cfg_strength=a.cfg)
-    p = assemble(Path(a.runs), Path(a.out), a.num_frames, sampler=sampler, slat_window=a.slat_window or None)
+    try:
+        p = assemble(Path(a.runs), Path(a.out), a.num_frames, sampler=sampler, slat_window=a.slat_window or None,
+                     stage_runs=stage_runs)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
     print(f"assembled {p} ({size / 1e6:.1f} MB)")
     return 0

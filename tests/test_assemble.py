@@ -1,0 +1,54 @@
+"""python -m ss4d.train.assemble: stage exports -> an official-layout pipeline folder that loads and runs."""
+import json
+
+import torch
+
+from ss4d.models.checkpoint import load_model, save_model
+from ss4d.models.tiny import TINY, build_tiny
+from ss4d.train.assemble import main
+
+EXPORTS = {  # stage -> exported stems of a stage run
+    "ss_vae": ["sparse_structure_decoder"], "slat_vae": ["slat_decoder_gs"],
+    "ss_flow": ["sparse_structure_flow_model", "image_cond_model"],
+    "slat_flow": ["slat_flow_model", "image_cond_model"],
+}
+
+
+def _fake_runs(root, models, seed_shift=0.0):
+    for stage, stems in EXPORTS.items():
+        for stem in stems:
+            m = models[stem]
+            if seed_shift:
+                m = type(m)(**TINY[stem][1])
+                m.load_state_dict({k: v + seed_shift if v.is_floating_point() else v for k, v in
+                                   models[stem].state_dict().items()})
+            save_model(m, TINY[stem][0], TINY[stem][1], root / stage / "export" / "ckpts" / stem)
+    (root / "slat_flow" / "export" / "slat_normalization.json").write_text(
+        json.dumps({"mean": [0.0] * 8, "std": [1.0] * 8}))
+
+
+def test_assemble_with_a_stage_from_another_run(tmp_path):
+    models = build_tiny(seed=0)
+    _fake_runs(tmp_path / "runs", models)
+    _fake_runs(tmp_path / "other", models, seed_shift=0.25)
+    out = tmp_path / "model"
+    assert main([str(tmp_path / "runs"), str(out), "--run", f"ss_flow={tmp_path / 'other' / 'ss_flow'}",
+                 "--sampler-steps", "3"]) == 0
+    pipe = json.loads((out / "pipeline.json").read_text())
+    assert pipe["args"]["sparse_structure_sampler"]["params"]["steps"] == 3
+    got = load_model(out / "ckpts" / "sparse_structure_flow_model").state_dict()
+    other = load_model(tmp_path / "other" / "ss_flow" / "export" / "ckpts" / "sparse_structure_flow_model")
+    ref = load_model(tmp_path / "runs" / "ss_flow" / "export" / "ckpts" / "sparse_structure_flow_model")
+    k = next(n for n, v in got.items() if v.is_floating_point())
+    assert torch.allclose(got[k].float(), other.state_dict()[k], atol=2e-3)  # fp16 in the shipped folder
+    assert not torch.allclose(got[k].float(), ref.state_dict()[k], atol=2e-3)
+    assert load_model(out / "ckpts" / "slat_flow_model").window_size == 4
+
+
+def test_missing_export_is_named_and_leaves_nothing(tmp_path, capsys):
+    models = build_tiny(seed=0)
+    _fake_runs(tmp_path / "runs", models)
+    out = tmp_path / "model"
+    assert main([str(tmp_path / "runs"), str(out), "--run", f"slat_flow={tmp_path / 'nowhere'}"]) == 2
+    assert "slat_flow_model" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "model.tmp").exists()

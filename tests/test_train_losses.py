@@ -110,3 +110,35 @@ def test_euler_sampler_recovers_constant_target():
 
     out = fm.euler_sample(v, torch.randn(2, 3), steps=5, rescale_t=3.0)
     torch.testing.assert_close(out, x0, atol=1e-5, rtol=1e-5)
+
+
+def test_voxel_color_l1_against_a_direct_computation():
+    from ss4d.render.gaussians import SH_C0
+    from ss4d.sparse import SparseTensor
+    from ss4d.train.trainers import voxel_color_l1
+
+    g = torch.Generator().manual_seed(0)
+    G = 3
+    coords = torch.tensor([[0, 1, 2, 3], [0, 4, 4, 4], [1, 0, 0, 0], [1, 2, 2, 2], [1, 5, 5, 5]], dtype=torch.int32)
+    straight = 0.3 + 0.6 * torch.rand(5, 3, generator=g)
+    alpha = torch.tensor([1.0, 0.5, 0.8, 0.02, 1.0])
+    feats = torch.cat([straight * alpha[:, None], alpha[:, None]], 1)
+    x = SparseTensor(feats, coords, 2)
+    target = (feats[:, :3] / alpha.clamp_min(0.05)[:, None]).clamp(0, 1)
+
+    def frames(colors):  # colors [N, G, 3] -> per-frame Gaussians with those SH-DC colours
+        dc = (colors - 0.5) / SH_C0
+        out = []
+        for sl in (slice(0, 2), slice(2, 5)):
+            n = (sl.stop - sl.start) * G
+            out.append(Gaussians(torch.zeros(n, 3), dc[sl].reshape(n, 1, 3), torch.zeros(n, 3), torch.zeros(n, 4),
+                                 torch.zeros(n, 1)))
+        return out
+
+    exact = target[:, None, :].expand(5, G, 3).clone()
+    assert voxel_color_l1(frames(exact), x).item() == pytest.approx(0.0, abs=1e-6)
+    spread = exact + torch.tensor([-0.05, 0.0, 0.05])[None, :, None]  # zero-mean spread around the target: still 0
+    assert voxel_color_l1(frames(spread), x).item() == pytest.approx(0.0, abs=1e-6)
+    shifted = exact + 0.2
+    want = ((target + 0.2) - target).abs().mean().item()
+    assert voxel_color_l1(frames(shifted), x).item() == pytest.approx(want, rel=1e-5)

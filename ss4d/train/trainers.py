@@ -508,15 +508,34 @@ class SSVAETrainer(Trainer):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+def voxel_color_l1(gaussians, x: SparseTensor) -> torch.Tensor:
+    """Mean L1 between each voxel's mean Gaussian colour (its `num_gaussians` Gaussians, voxel-major) and the
+    straight colour of its input features (premultiplied RGBA: RGB / A, A clamped at 0.05)."""
+    if x.feats.shape[1] != 4:
+        raise ConfigError(f"loss.color_weight needs RGBA voxel features (4 channels), got {x.feats.shape[1]}")
+    target = (x.feats[:, :3].float() / x.feats[:, 3:4].float().clamp_min(0.05)).clamp(0, 1)
+    errs = []
+    for g, sl in zip(gaussians, x.layout):
+        n = sl.stop - sl.start
+        if n == 0:
+            continue
+        col = g.get_colors.float().reshape(n, -1, 3).mean(1)
+        errs.append((col - target[sl]).abs().sum(0))
+    return torch.stack(errs).sum(0).sum() / (3 * max(x.feats.shape[0], 1))
+
+
 class SLatVAETrainer(Trainer):
     """4D structured-latent VAE with the Gaussian decoder: one random view per frame rendered with the ss4d
     rasterizer; L1 + ssim_weight (1 - SSIM) + lpips_weight LPIPS (if a hook is set) + kl_weight KL + the
-    Gaussian regularisers; background randomly black or white per frame (TRELLIS)."""
+    Gaussian regularisers; background randomly black or white per frame (TRELLIS). ``color_weight`` > 0 (an ss4d
+    addition, off by default) adds an L1 between each voxel's mean Gaussian colour and its straight input colour
+    (premultiplied RGBA features / alpha): a direct signal that makes the latents carry colour early in training."""
 
     stage = "slat_vae"
     roles = ("encoder", "decoder")
     loss_defaults = {"kl_weight": 1e-6, "ssim_weight": 0.2, "lpips_weight": 0.2, "volume_weight": 1e4,
-                     "opacity_weight": 1e-3, "render_size": None, "background": "random", "sample_posterior": True}
+                     "opacity_weight": 1e-3, "render_size": None, "background": "random", "sample_posterior": True,
+                     "color_weight": 0.0}
     required_keys = ("coords", "feats", "views", "cameras")
 
     def __init__(self, *a, lpips=None, **kw):
@@ -579,6 +598,9 @@ class SLatVAETrainer(Trainer):
         if lp:
             terms["lpips"] = torch.stack(lp).mean()
             loss = loss + c["lpips_weight"] * terms["lpips"]
+        if c["color_weight"]:
+            terms["color"] = voxel_color_l1(gaussians, x)
+            loss = loss + c["color_weight"] * terms["color"]
         terms["psnr"] = torch.tensor(L.psnr(pred.detach(), gt))
         return loss, terms
 

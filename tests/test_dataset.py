@@ -299,3 +299,31 @@ def test_worker_processes_match_serial(tmp_path):
         same = torch.equal(t["coords"][off[0]:off[1], 1:], t["coords"][off[1]:off[2], 1:])
         assert same or "static" not in r["flags"]
         assert set(r["flags"]) <= {"static", "orbit_cond"}
+
+
+def test_cond_crop_frames_like_the_pipeline_and_moves_the_camera(dataset):
+    from ss4d.pipeline.preprocess import AUG_SIZE_RATIO, preprocess_frames
+
+    plain = ClipDataset(dataset, num_frames=T, windows="first", views_per_frame=0, load_views=False, seed=0)
+    crop = ClipDataset(dataset, num_frames=T, windows="first", views_per_frame=0, load_views=False, seed=0,
+                       cond_crop=True)
+    for i in range(len(plain)):
+        a, b = plain[i], crop[i]
+        C = a["cond_frames"].shape[1]
+        # the same pixels as the pipeline's preprocessing (premultiplied RGB and alpha)
+        rgb, alpha, _ = preprocess_frames(a["cond_frames"].numpy(), size=C)
+        x = b["cond_frames"].numpy().astype(np.float32) / 255
+        assert np.array_equal((x[..., :3] * x[..., 3:4] * 255).astype(np.uint8), rgb)
+        assert np.array_equal(b["cond_frames"][..., 3].numpy(), alpha)
+        # the object's box over the window is centred with its longer side AUG_SIZE_RATIO times smaller than the frame
+        ys, xs = np.nonzero(b["cond_frames"][..., 3].numpy().max(0) > 0)
+        side = max(xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+        assert abs(side * AUG_SIZE_RATIO - C) <= 0.15 * C  # LANCZOS spreads alpha > 0 by a pixel or two
+        assert abs((xs.min() + xs.max() + 1) / 2 - C / 2) <= 2 or abs((ys.min() + ys.max() + 1) / 2 - C / 2) <= 2
+        # voxels still land on the object's alpha with the moved camera
+        for f in range(T):
+            ctr = voxel_centers(b["coords"][b["coords"][:, 0] == f][:, 1:], R)
+            uv, _ = b["cond_cameras"][f].project(ctr)
+            px = (uv * C).floor().long().clamp(0, C - 1)
+            hit = (b["cond_frames"][f, px[:, 1], px[:, 0], 3] > 127).float().mean()
+            assert hit >= 0.9, float(hit)

@@ -39,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 
 from ss4d.io_utils import atomic_dir, atomic_file, atomic_write_text
+from ss4d.pipeline.preprocess import crop_rgba_frames
 from ss4d.render.camera import Camera
 
 from .features import get_encoder, voxel_features
@@ -447,14 +448,16 @@ class ClipDataset(Dataset):
     ``windows``: ``"all"`` (every window start is an item, deterministic), ``"random"`` (one item per clip, random
     start) or ``"first"`` (one item per clip starting at frame 0). ``view_selection``: ``"random"`` or
     ``"first"``. Randomness uses ``torch``'s global RNG (seeded per DataLoader worker) unless ``seed`` is given
-    (then item ``i`` is reproducible). ``verify``: ``"quick"`` (files exist, safetensors opens), ``"full"``
+    (then item ``i`` is reproducible). ``cond_crop``: frame the input video as the pipeline does (one square crop
+    around the object's alpha in all frames of the window, see :func:`ss4d.pipeline.preprocess.crop_rgba_frames`;
+    ``cond_cameras`` follow the crop). ``verify``: ``"quick"`` (files exist, safetensors opens), ``"full"``
     (sha256 of every file) or ``False``; broken clips are skipped, logged and listed in ``self.skipped``.
     """
 
     def __init__(self, root, num_frames: int, stride: int = 1, views_per_frame: int = 1, transform=None, *,
                  windows: str = "all", view_selection: str = "random", verify: str | bool = "quick",
                  load_views: bool = True, load_cond: bool = True, seed: int | None = None,
-                 feature: str | None = None):
+                 feature: str | None = None, cond_crop: bool = False):
         self.root = Path(root)
         self.num_frames = int(num_frames)
         self.stride = int(stride)
@@ -468,6 +471,7 @@ class ClipDataset(Dataset):
             raise ValueError("num_frames and stride must be >= 1, views_per_frame >= 0")
         self.windows, self.view_selection = windows, view_selection
         self.load_views, self.load_cond, self.seed = load_views, load_cond, seed
+        self.cond_crop = bool(cond_crop)
         self.feature = feature
         if not (self.root / MANIFEST).exists():
             raise FileNotFoundError(f"{self.root / MANIFEST} not found (not a clip dataset)")
@@ -558,11 +562,26 @@ class ClipDataset(Dataset):
             sample["cond_cameras"] = [Camera(t["cond_extrinsics"][f], t["cond_intrinsics"][f], C, C)
                                       for f in frames.tolist()]
         if self.load_cond:
-            sample["cond_frames"] = torch.from_numpy(np.stack([_read_png(d / "cond" / f"f{f:03d}.png")
-                                                               for f in frames.tolist()]))
+            cond = np.stack([_read_png(d / "cond" / f"f{f:03d}.png") for f in frames.tolist()])
+            if self.cond_crop and cond[..., 3].any():
+                cond, box = crop_rgba_frames(cond, C)
+                if "cond_cameras" in sample:
+                    sample["cond_cameras"] = [_crop_camera(c, box) for c in sample["cond_cameras"]]
+            sample["cond_frames"] = torch.from_numpy(cond)
         if self.transform is not None:
             sample = self.transform(sample)
         return sample
+
+
+def _crop_camera(cam: Camera, box) -> Camera:
+    """The camera of a square pixel crop ``box`` (PIL ``(left, upper, right, lower)``) of its image, same size."""
+    left, upper, right, _ = box
+    wx, wy = (right - left) / cam.width, (right - left) / cam.height  # crop side as a fraction of the image
+    K = cam.intrinsics.clone()
+    K[0, 0], K[1, 1] = K[0, 0] / wx, K[1, 1] / wy
+    K[0, 2] = (K[0, 2] - left / cam.width) / wx
+    K[1, 2] = (K[1, 2] - upper / cam.height) / wy
+    return Camera(cam.extrinsics.clone(), K, cam.width, cam.height, cam.near, cam.far)
 
 
 def collate(batch: Sequence[dict]) -> dict:

@@ -97,19 +97,25 @@ def preprocess_frames(rgba_frames, size: int = MODEL_SIZE) -> tuple[np.ndarray, 
     (may extend outside the image; those parts are transparent).
     Raises :class:`InputError` when every frame is fully transparent or frames are not RGBA.
     """
+    rgba, box = crop_rgba_frames(rgba_frames, size)
+    x = rgba.astype(np.float32) / 255
+    rgb = (x[..., :3] * x[..., 3:4] * 255).astype(np.uint8)
+    return rgb, np.ascontiguousarray(rgba[..., 3]), box
+
+
+def crop_rgba_frames(rgba_frames, size: int = MODEL_SIZE) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The crop of :func:`preprocess_frames` (one square box around the alpha of all frames, LANCZOS to ``size``)
+    keeping straight RGBA: ``(uint8 [T, size, size, 4], crop_box)``. Training crops its conditioning videos with
+    it too, so the model sees inputs framed exactly as at inference."""
     frames = _as_rgba_list(rgba_frames)
     size = int(size)
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
     box = crop_box_from_bbox(alpha_bbox(frames))
-    rgb = np.empty((len(frames), size, size, 3), np.uint8)
-    alpha = np.empty((len(frames), size, size), np.uint8)
+    out = np.empty((len(frames), size, size, 4), np.uint8)
     for i, f in enumerate(frames):
-        im = Image.fromarray(f, "RGBA").crop(box).resize((size, size), Image.Resampling.LANCZOS)
-        x = np.asarray(im).astype(np.float32) / 255
-        rgb[i] = (x[..., :3] * x[..., 3:4] * 255).astype(np.uint8)
-        alpha[i] = np.asarray(im)[..., 3]
-    return rgb, alpha, box
+        out[i] = np.asarray(Image.fromarray(f, "RGBA").crop(box).resize((size, size), Image.Resampling.LANCZOS))
+    return out, box
 
 
 def to_model_input(frames_uint8, size: int = MODEL_SIZE) -> torch.Tensor:

@@ -112,3 +112,24 @@ def test_latent_helpers():
     torch.testing.assert_close(torch.tensor(st["std"]), (ex2 - mean**2).sqrt(), atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError):
         slat_normalization_stats([])
+
+
+def test_role_init_with_changed_condition_width(tmp_path):
+    """models.<role>.init = {"path", "strict_shapes": false}: a flow re-initialised for another conditioning encoder
+    keeps every tensor whose shape still fits and the fresh init of the cross-attention key/value projections."""
+    from ss4d.train.loop import ConfigError, build_role
+
+    torch.manual_seed(0)
+    old = build(*TINY["slat_flow_model"])
+    p = tmp_path / "old.safetensors"
+    save_file({k: v.contiguous() for k, v in old.state_dict().items()}, str(p))
+    spec = {"tiny": "slat_flow_model", "args": {"cond_channels": 112}}
+    new, _ = build_role("flow", {**spec, "init": {"path": str(p), "strict_shapes": False}})
+    sd_old, sd_new = old.state_dict(), new.state_dict()
+    changed = [k for k in sd_new if sd_new[k].shape != sd_old[k].shape]
+    assert changed and all("cross_attn" in k for k in changed)
+    assert all(torch.equal(sd_new[k], sd_old[k]) for k in sd_new if k not in changed)
+    with pytest.raises(CheckpointError, match="shape mismatches"):
+        build_role("flow", {**spec, "init": str(p)})
+    with pytest.raises(ConfigError, match="init takes"):
+        build_role("flow", {**spec, "init": {"file": str(p)}})

@@ -403,8 +403,14 @@ def build_role(role: str, spec: dict, frozen: bool = False):
         raise ConfigError(f"models.{role}: {e}") from None
     if spec.get("official_init", not frozen) and name != "PatchImageEncoder":
         ck.official_init(model)
-    if spec.get("init"):
-        ck.init_from_trellis(model, spec["init"])
+    init = spec.get("init")
+    if init:  # a path, or {"path": ..., "strict_shapes": false} to keep the init of tensors whose shape changed
+        if isinstance(init, dict):
+            if "path" not in init or set(init) - {"path", "strict_shapes"}:
+                raise ConfigError(f"models.{role}.init takes a path or {{'path', 'strict_shapes'}}, got {init}")
+            ck.init_from_trellis(model, init["path"], strict_shapes=bool(init.get("strict_shapes", True)))
+        else:
+            ck.init_from_trellis(model, init)
     return model, {"name": name, "args": args}
 
 

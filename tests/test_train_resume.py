@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from test_train_helpers import ROOT, config, env, one_thread, run_cli, state  # noqa: F401
+from test_train_helpers import DATA, ROOT, config, env, one_thread, run_cli, state  # noqa: F401
 
 from ss4d.train import train
 from ss4d.train.checkpoints import list_checkpoints
@@ -124,3 +124,14 @@ def test_ddp_and_fsdp_two_processes_match_one(tmp_path):
         assert b["fingerprint"]["fsdp"] is fsdp
         lb = [json.loads(x)["loss"] for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
         assert la == pytest.approx(lb, rel=1e-4)
+
+
+def test_resume_applies_the_configured_learning_rate(tmp_path):
+    """A run resumed with another lr trains with that lr (the checkpoint keeps the Adam moments, not the lr)."""
+    train(config("ss_vae", tmp_path / "run", data={**DATA, "resolution": 8},
+                 steps=2, lr=1e-3))
+    res = train(config("ss_vae", tmp_path / "run", data={**DATA, "resolution": 8},
+                       steps=4, lr=5e-4))
+    assert res["step"] == 4
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in rows] == [1e-3, 1e-3, 5e-4, 5e-4]

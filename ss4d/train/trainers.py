@@ -230,6 +230,7 @@ class Trainer:
                        for n, p in self.models[r].named_parameters()]
         self.optimizer = torch.optim.AdamW([p for _, p in self.params], lr=lr, betas=tuple(betas), eps=eps,
                                            weight_decay=weight_decay)
+        self._hparams = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay}
         rates = ema_rate if isinstance(ema_rate, (list, tuple)) else ([] if ema_rate is None else [ema_rate])
         self.ema_rates = [float(r) for r in rates]
         self.ema = {str(rate): [p.detach().clone() for _, p in self.params] for rate in self.ema_rates}
@@ -404,6 +405,8 @@ class Trainer:
                                      options=StateDictOptions(full_state_dict=True))
         else:
             self.optimizer.load_state_dict(st["optimizer"])
+        for g in self.optimizer.param_groups:  # the config's hyper-parameters win over the checkpoint's (an lr change
+            g.update(self._hparams)            # on resume takes effect; the Adam moments are kept)
         if self.clipper is not None and st.get("clipper") is not None:
             self.clipper.load_state_dict(st["clipper"])
         if self.scaler is not None and st.get("scaler") is not None:

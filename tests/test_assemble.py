@@ -52,3 +52,21 @@ def test_missing_export_is_named_and_leaves_nothing(tmp_path, capsys):
     assert main([str(tmp_path / "runs"), str(out), "--run", f"slat_flow={tmp_path / 'nowhere'}"]) == 2
     assert "slat_flow_model" in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / "model.tmp").exists()
+
+
+def test_one_shared_frozen_conditioner_is_written_once(tmp_path):
+    import numpy as np
+
+    from ss4d.pipeline.video_to_4d import VideoTo4DPipeline
+
+    models = build_tiny(seed=0)
+    _fake_runs(tmp_path / "runs", models)  # both flows export the same image_cond_model weights
+    out = tmp_path / "model"
+    assert main([str(tmp_path / "runs"), str(out)]) == 0
+    pipe = json.loads((out / "pipeline.json").read_text())
+    assert pipe["args"]["image_cond_model"] == {"ckpt": "ckpts/image_cond_ss"}
+    assert not (out / "ckpts" / "image_cond_slat.safetensors").exists()
+    p = VideoTo4DPipeline.from_pretrained(out)
+    frames = np.random.default_rng(0).integers(0, 255, (2, 128, 128, 3), dtype=np.uint8)
+    cond = p.encode(frames)
+    assert cond["sparse_structure_flow_model"] is cond["slat_flow_model"]  # encoded once

@@ -3,7 +3,8 @@
 `python -m ss4d.train.assemble RUNS_DIR OUT_DIR` reads `RUNS_DIR/{ss_vae,slat_vae,ss_flow,slat_flow}/export/` (the
 Gaussian decoder from `RUNS_DIR/slat_decoder/export/` when that fine-tuning run exists) and
 writes `OUT_DIR/pipeline.json` + `OUT_DIR/ckpts/` (fp16 weights to keep the shipped package small). Each flow keeps
-the conditioning encoder it was trained with (`image_cond_model.ckpts`).
+the conditioning encoder it was trained with (`image_cond_model.ckpts`); when both flows used the same frozen
+encoder (equal weights) it is written once (`image_cond_model.ckpt`) and the video is encoded once.
 
 `--run STAGE=DIR` takes one stage from another run folder (e.g. `--run ss_flow=runs/default/ss_flow_aligned`,
 `--run slat_decoder=runs/default/slat_decoder_hr`) instead of `RUNS_DIR/STAGE`.
@@ -49,6 +50,7 @@ def assemble(runs: Path, out: Path, num_frames: int = 32, dtype=torch.float16, s
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "ckpts").mkdir(parents=True)
     try:
+        written = {}
         for key, (stage, stem) in PARTS.items():
             src = dirs[stage] / "export" / "ckpts" / stem
             if key == "slat_decoder_gs" and (dirs["slat_decoder"] / "export" / "ckpts" / (stem + ".json")).is_file():
@@ -60,6 +62,9 @@ def assemble(runs: Path, out: Path, num_frames: int = 32, dtype=torch.float16, s
             if key == "slat_flow_model" and slat_window:
                 args["window_size"] = int(slat_window)
             model = load_model(src)
+            if key == "image_cond_slat" and _same_model(written["image_cond_ss"], (cfg["name"], args, model)):
+                continue  # both flows were trained on one frozen encoder: ship it once, encode the video once
+            written[key] = (cfg["name"], args, model)
             save_model(model, cfg["name"], args, tmp / "ckpts" / key, dtype=dtype)
         norm = json.loads((dirs["slat_flow"] / "export" / "slat_normalization.json").read_text())
         pipe = {"name": "SS4DVideoTo4DPipeline", "args": {
@@ -67,7 +72,8 @@ def assemble(runs: Path, out: Path, num_frames: int = 32, dtype=torch.float16, s
             "sparse_structure_sampler": sampler or SAMPLER, "slat_sampler": sampler or SAMPLER,
             "slat_normalization": {"mean": norm["mean"], "std": norm["std"]},
             "image_cond_model": {"ckpts": {"sparse_structure_flow_model": "ckpts/image_cond_ss",
-                                           "slat_flow_model": "ckpts/image_cond_slat"}},
+                                           "slat_flow_model": "ckpts/image_cond_slat"}}
+            if "image_cond_slat" in written else {"ckpt": "ckpts/image_cond_ss"},
             "num_frames": num_frames}}
         atomic_write(tmp / "pipeline.json", lambda t: Path(t).write_text(json.dumps(pipe, indent=2)))
     except BaseException:
@@ -77,6 +83,14 @@ def assemble(runs: Path, out: Path, num_frames: int = 32, dtype=torch.float16, s
         shutil.rmtree(out)
     tmp.rename(out)
     return out
+
+
+def _same_model(a, b) -> bool:
+    """Same class, arguments and weights."""
+    if a[0] != b[0] or a[1] != b[1]:
+        return False
+    sa, sb = a[2].state_dict(), b[2].state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def main(argv=None) -> int:

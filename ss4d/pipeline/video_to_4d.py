@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..models.checkpoint import CheckpointError
 from ..render.gaussians import Gaussians
 from ..sparse.tensor import SparseTensor
 from .checkpoint_folder import (
@@ -92,6 +93,13 @@ class VideoTo4DPipeline:
         self.slat_sampler = build_sampler(config.slat_sampler["name"], config.slat_sampler.get("args"))
         self.ss_params = dict(config.ss_sampler.get("params", {}))
         self.slat_params = dict(config.slat_sampler.get("params", {}))
+        # "independent" (official): fresh noise per frame. "shared" (an ss4d option, `temporal_noise` in
+        # pipeline.json): every frame starts from the same noise (the latent flow: the same noise at the same voxel
+        # position), so frames that the model has not learnt to tie together still differ only where the input does
+        self.temporal_noise = str(config.extra.get("temporal_noise", "independent"))
+        if self.temporal_noise not in ("independent", "shared"):
+            raise CheckpointError(f"pipeline.json: temporal_noise must be 'independent' or 'shared', "
+                                  f"got {self.temporal_noise!r}")
 
     @classmethod
     def from_pretrained(cls, path=None, device="cpu", dtype: str | torch.dtype = "fp32",
@@ -149,7 +157,11 @@ class VideoTo4DPipeline:
         flow = self.models["sparse_structure_flow_model"]
         T = cond.shape[0]
         r = flow.resolution
-        noise = torch.randn(T, flow.in_channels, r, r, r, generator=gen).to(self.device)
+        if self.temporal_noise == "shared":
+            noise = torch.randn(1, flow.in_channels, r, r, r, generator=gen).expand(T, -1, -1, -1, -1).contiguous()
+        else:
+            noise = torch.randn(T, flow.in_channels, r, r, r, generator=gen)
+        noise = noise.to(self.device)
         params = self._params(self.ss_params, steps, cfg)
         z = self.ss_sampler.sample(self._wrap(flow), noise, cond, torch.zeros_like(cond), num_frames=T,
                                    progress=progress, **params)
@@ -175,8 +187,14 @@ class VideoTo4DPipeline:
     def sample_latents(self, cond, coords, gen: torch.Generator, steps=None, cfg=None, progress=None):
         flow = self.models["slat_flow_model"]
         T = cond.shape[0]
-        noise = SparseTensor(torch.randn(coords.shape[0], flow.in_channels, generator=gen).to(self.device),
-                             coords.to(self.device), batch_size=T)
+        if self.temporal_noise == "shared":
+            r = flow.resolution
+            table = torch.randn(r ** 3, flow.in_channels, generator=gen)
+            c = coords.long().cpu()
+            eps = table[(c[:, 1] * r + c[:, 2]) * r + c[:, 3]]
+        else:
+            eps = torch.randn(coords.shape[0], flow.in_channels, generator=gen)
+        noise = SparseTensor(eps.to(self.device), coords.to(self.device), batch_size=T)
         params = self._params(self.slat_params, steps, cfg)
         slat = self.slat_sampler.sample(self._wrap(flow), noise, cond, torch.zeros_like(cond), num_frames=T,
                                         progress=progress, **params)

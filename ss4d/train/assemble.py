@@ -40,7 +40,7 @@ STAGES = ("ss_vae", "slat_vae", "slat_decoder", "ss_flow", "slat_flow")
 
 
 def assemble(runs: Path, out: Path, num_frames: int = 32, dtype=torch.float16, sampler: dict | None = None,
-             slat_window: int | None = 4, stage_runs: dict | None = None) -> Path:
+             slat_window: int | None = 4, stage_runs: dict | None = None, temporal_noise: str | None = None) -> Path:
     runs, out = Path(runs), Path(out)
     bad = sorted(set(stage_runs or {}) - set(STAGES))
     if bad:
@@ -75,6 +75,8 @@ def assemble(runs: Path, out: Path, num_frames: int = 32, dtype=torch.float16, s
                                            "slat_flow_model": "ckpts/image_cond_slat"}}
             if "image_cond_slat" in written else {"ckpt": "ckpts/image_cond_ss"},
             "num_frames": num_frames}}
+        if temporal_noise:
+            pipe["args"]["temporal_noise"] = temporal_noise
         atomic_write(tmp / "pipeline.json", lambda t: Path(t).write_text(json.dumps(pipe, indent=2)))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # no half-written model folder
@@ -104,6 +106,8 @@ def main(argv=None) -> int:
                     help="Euler steps of both samplers written to pipeline.json")
     ap.add_argument("--cfg", type=float, default=SAMPLER["params"]["cfg_strength"],
                     help="classifier-free guidance strength of both samplers")
+    ap.add_argument("--temporal-noise", choices=["independent", "shared"], default=None,
+                    help="pipeline.json temporal_noise (default: not written = independent, as the official models)")
     ap.add_argument("--run", action="append", default=[], metavar="STAGE=DIR",
                     help=f"take a stage from another run folder (stages: {', '.join(STAGES)}); repeatable")
     a = ap.parse_args(argv)
@@ -117,7 +121,7 @@ def main(argv=None) -> int:
     sampler["params"].update(steps=a.sampler_steps, cfg_strength=a.cfg)
     try:
         p = assemble(Path(a.runs), Path(a.out), a.num_frames, sampler=sampler, slat_window=a.slat_window or None,
-                     stage_runs=stage_runs)
+                     stage_runs=stage_runs, temporal_noise=a.temporal_noise)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -40,6 +40,7 @@ STAGES = ("ss_vae", "slat_vae", "slat_decoder", "ss_flow", "slat_flow")
 
 
 def assemble(runs: Path, out: Path, num_frames: int = 32, dtype=torch.float16, sampler: dict | None = None,
+             slat_sampler: dict | None = None,
              slat_window: int | None = 4, stage_runs: dict | None = None, temporal_noise: str | None = None) -> Path:
     runs, out = Path(runs), Path(out)
     bad = sorted(set(stage_runs or {}) - set(STAGES))
@@ -69,7 +70,7 @@ def assemble(runs: Path, out: Path, num_frames: int = 32, dtype=torch.float16, s
         norm = json.loads((dirs["slat_flow"] / "export" / "slat_normalization.json").read_text())
         pipe = {"name": "SS4DVideoTo4DPipeline", "args": {
             "models": {k: f"ckpts/{k}" for k in PARTS if not k.startswith("image_cond")},
-            "sparse_structure_sampler": sampler or SAMPLER, "slat_sampler": sampler or SAMPLER,
+            "sparse_structure_sampler": sampler or SAMPLER, "slat_sampler": slat_sampler or sampler or SAMPLER,
             "slat_normalization": {"mean": norm["mean"], "std": norm["std"]},
             "image_cond_model": {"ckpts": {"sparse_structure_flow_model": "ckpts/image_cond_ss",
                                            "slat_flow_model": "ckpts/image_cond_slat"}}
@@ -106,6 +107,8 @@ def main(argv=None) -> int:
                     help="Euler steps of both samplers written to pipeline.json")
     ap.add_argument("--cfg", type=float, default=SAMPLER["params"]["cfg_strength"],
                     help="classifier-free guidance strength of both samplers")
+    ap.add_argument("--slat-cfg", type=float, default=None,
+                    help="guidance strength of the latent-flow sampler only (default: --cfg)")
     ap.add_argument("--temporal-noise", choices=["independent", "shared"], default=None,
                     help="pipeline.json temporal_noise (default: not written = independent, as the official models)")
     ap.add_argument("--run", action="append", default=[], metavar="STAGE=DIR",
@@ -119,8 +122,12 @@ def main(argv=None) -> int:
         stage_runs[stage] = d
     sampler = json.loads(json.dumps(SAMPLER))
     sampler["params"].update(steps=a.sampler_steps, cfg_strength=a.cfg)
+    slat_sampler = json.loads(json.dumps(sampler))
+    if a.slat_cfg is not None:
+        slat_sampler["params"]["cfg_strength"] = a.slat_cfg
     try:
-        p = assemble(Path(a.runs), Path(a.out), a.num_frames, sampler=sampler, slat_window=a.slat_window or None,
+        p = assemble(Path(a.runs), Path(a.out), a.num_frames, sampler=sampler, slat_sampler=slat_sampler,
+                     slat_window=a.slat_window or None,
                      stage_runs=stage_runs, temporal_noise=a.temporal_noise)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

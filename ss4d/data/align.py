@@ -57,17 +57,12 @@ def rotate_sample_z(sample: dict, angle: float) -> dict:
     unchanged. Other keys are passed through."""
     out = dict(sample)
     occ = sample.get("occupancy")
+    if occ is None:  # every ClipDataset sample has it; it also fixes the grid resolution of `coords`
+        raise ValueError("rotate_sample_z needs a sample with 'occupancy' [T, R, R, R]")
     coords = sample.get("coords")
-    if occ is None and coords is None:
-        raise ValueError("rotate_sample_z needs a sample with 'occupancy' or 'coords'")
-    if occ is not None:
-        T, R = occ.shape[0], occ.shape[-1]
-    else:
-        T, R = int(coords[:, 0].max()) + 1 if coords.shape[0] else 0, int(sample["resolution"])
+    T, R = occ.shape[0], occ.shape[-1]
     src, inside = _source_index(R, angle)
-    if occ is not None:
-        flat = occ.reshape(T, -1)
-        out["occupancy"] = (flat[:, src] & inside).reshape(occ.shape)
+    out["occupancy"] = (occ.reshape(T, -1)[:, src] & inside).reshape(occ.shape)
     if coords is not None:
         cl = coords.long()
         row = torch.full((T, R * R * R), -1, dtype=torch.long)

@@ -45,13 +45,15 @@ def cmd_generate(a) -> int:
         idx = select_frames(n, num=min(n, pipe.max_frames))
     frames = [frames[i] for i in idx]
     fps = clip.fps * len(idx) / max(n, 1) if clip.fps else 16.0
+    color = {"model": None, "on": True, "off": False}[a.color_from_input]
     print(f"ss4d: {len(frames)} frames from {a.input} ({clip.width}x{clip.height}, alpha={clip.has_alpha})")
     if len(frames) <= pipe.max_frames:
-        result = pipe(frames, seed=a.seed, steps=a.steps, cfg=a.cfg, fps=fps, progress=not a.quiet)
+        result = pipe(frames, seed=a.seed, steps=a.steps, cfg=a.cfg, fps=fps, progress=not a.quiet,
+                      color_from_input=color)
     else:
         windows = split_windows(len(frames), pipe.max_frames, overlap=pipe.max_frames // 4)
         parts = [pipe(frames[w.start:w.stop], seed=a.seed, steps=a.steps, cfg=a.cfg, fps=fps,
-                      progress=not a.quiet) for w in windows]
+                      progress=not a.quiet, color_from_input=color) for w in windows]
         pick = assign_frames_to_windows(len(frames), windows)
         base = parts[0]
         base.gaussians = [parts[w].gaussians[i] for w, i in pick]
@@ -106,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--steps", type=int, default=None, help="sampler steps per stage (default: pipeline.json)")
     g.add_argument("--cfg", type=float, default=None, help="classifier-free guidance strength")
+    g.add_argument("--color-from-input", choices=["model", "on", "off"], default="model",
+                   help="recolour the Gaussians from the input video (default: the model's pipeline.json setting)")
     g.add_argument("--matte", choices=["auto", "alpha", "key", "none"], default="auto")
     g.add_argument("--masks", default=None, help="folder of your own masks (grayscale, one per frame)")
     g.add_argument("--device", choices=["cpu", "cuda"], default="cpu")

@@ -33,11 +33,13 @@ def test_assemble_with_a_stage_from_another_run(tmp_path):
     _fake_runs(tmp_path / "other", models, seed_shift=0.25)
     out = tmp_path / "model"
     assert main([str(tmp_path / "runs"), str(out), "--run", f"ss_flow={tmp_path / 'other' / 'ss_flow'}",
-                 "--sampler-steps", "3", "--temporal-noise", "shared", "--cfg", "3", "--slat-cfg", "0"]) == 0
+                 "--sampler-steps", "3", "--temporal-noise", "shared", "--cfg", "3", "--slat-cfg", "0",
+                 "--color-from-input", "1", "--slat-steps", "2"]) == 0
     pipe = json.loads((out / "pipeline.json").read_text())
     assert pipe["args"]["temporal_noise"] == "shared"
+    assert pipe["args"]["color_from_input"] is True
     assert pipe["args"]["sparse_structure_sampler"]["params"]["steps"] == 3
-    assert pipe["args"]["slat_sampler"]["params"]["steps"] == 3
+    assert pipe["args"]["slat_sampler"]["params"]["steps"] == 2
     assert pipe["args"]["sparse_structure_sampler"]["params"]["cfg_strength"] == 3.0
     assert pipe["args"]["slat_sampler"]["params"]["cfg_strength"] == 0.0
     got = load_model(out / "ckpts" / "sparse_structure_flow_model").state_dict()

@@ -40,6 +40,7 @@ __all__ = [
     "GRID_YAWS_DEG",
     "cropped_camera",
     "estimate_input_view",
+    "input_view_camera",
     "orbit_schedule",
     "render_grid_frames",
     "render_orbit_frames",
@@ -278,6 +279,16 @@ def estimate_input_view(gaussians_list: Sequence, input_frames, input_alpha=None
     return {"yaw_deg": best[1], "pitch_deg": best[2], "crop": tuple(float(x) for x in best[3]), "score": best[0]}
 
 
+def input_view_camera(view: dict, resolution: int, radius: float = DEFAULT_RADIUS,
+                      fov_deg: float = DEFAULT_FOV_DEG) -> Camera:
+    """The camera of an input view (:func:`estimate_input_view`'s dict: ``yaw_deg``, ``pitch_deg``, optional
+    ``crop``) at ``resolution`` pixels: its image lines up with the preprocessed input frames."""
+    cam = _camera(view["yaw_deg"], view.get("pitch_deg", 0.0), resolution, radius, fov_deg)
+    if view.get("crop") is not None:
+        cam = cropped_camera(cam, view["crop"], resolution, resolution)
+    return cam
+
+
 def render_side_by_side_frames(gaussians_list: Sequence, input_frames, resolution: int = 256, *, input_alpha=None,
                                view: dict | str | None = "auto", coords: Sequence | None = None,
                                voxel_resolution: int = 64, radius: float = DEFAULT_RADIUS,
@@ -295,9 +306,7 @@ def render_side_by_side_frames(gaussians_list: Sequence, input_frames, resolutio
                                    fov_deg=fov_deg, voxel_resolution=voxel_resolution)
     if view is None:
         view = {"yaw_deg": 0.0, "pitch_deg": 0.0, "crop": None}
-    cam = _camera(view["yaw_deg"], view.get("pitch_deg", 0.0), resolution, radius, fov_deg)
-    if view.get("crop") is not None:
-        cam = cropped_camera(cam, view["crop"], resolution, resolution)
+    cam = input_view_camera(view, resolution, radius, fov_deg)
     out = []
     for g, f in zip(gaussians_list, rgbs):
         left = _resize(f, resolution, Image.Resampling.LANCZOS)

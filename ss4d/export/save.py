@@ -56,5 +56,6 @@ def save_result(result, out_dir, overwrite: bool = False, renders: bool = True, 
         write_viewer(tmp, plys, result.fps)
         if renders:
             write_all_renders(tmp / "renders", result.gaussians, result.frames, result.coords, result.fps,
-                              resolution=render_size, voxel_resolution=res)
+                              resolution=render_size, voxel_resolution=res,
+                              input_view=result.meta.get("input_view") or "auto")
     return out_dir

@@ -56,6 +56,15 @@ class _Progress:
         return update
 
 
+def _strength(value, what: str, error=ValueError) -> float:
+    """A colour-transfer setting (bool or a number in [0, 1]) as a strength in [0, 1]."""
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, (int, float)) and 0.0 <= float(value) <= 1.0:
+        return float(value)
+    raise error(f"{what} must be true/false or a number in [0, 1], got {value!r}")
+
+
 @dataclass
 class VideoTo4DResult:
     """Per-frame Gaussians and voxels, the preprocessed input frames and a timing summary."""
@@ -100,6 +109,9 @@ class VideoTo4DPipeline:
         if self.temporal_noise not in ("independent", "shared"):
             raise CheckpointError(f"pipeline.json: temporal_noise must be 'independent' or 'shared', "
                                   f"got {self.temporal_noise!r}")
+        # ss4d option: recolour the Gaussians from the input video (ss4d.pipeline.colorize); a bool or a strength
+        self.color_from_input = _strength(config.extra.get("color_from_input", False), "pipeline.json: color_from_input",
+                                          CheckpointError)
 
     @classmethod
     def from_pretrained(cls, path=None, device="cpu", dtype: str | torch.dtype = "fp32",
@@ -222,16 +234,18 @@ class VideoTo4DPipeline:
     # ----- whole job -----
     def __call__(self, frames: Sequence[np.ndarray] | np.ndarray, seed: int = 42, steps: int | None = None,
                  cfg: float | None = None, fps: float = 16.0, progress: bool = False,
-                 preprocessed: bool = False) -> VideoTo4DResult:
-        """`frames`: RGBA uint8 frames (HxWx4), or with `preprocessed=True` premultiplied RGB at image_size."""
+                 preprocessed: bool = False, color_from_input: bool | float | None = None) -> VideoTo4DResult:
+        """`frames`: RGBA uint8 frames (HxWx4), or with `preprocessed=True` premultiplied RGB at image_size (the
+        mask is then taken from the black surround). `color_from_input`: None = the model folder's setting."""
         from .preprocess import preprocess_frames
 
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         if preprocessed:
             pre = np.asarray(frames)
+            alpha = np.where(pre.max(-1) > 8, 255, 0).astype(np.uint8)
         else:
-            pre, _alpha, _box = preprocess_frames(list(frames), size=self.image_size)
+            pre, alpha, _box = preprocess_frames(list(frames), size=self.image_size)
         T = len(pre)
         if T < 2:
             raise ValueError("need at least 2 frames")
@@ -258,8 +272,29 @@ class VideoTo4DPipeline:
         per_frame = [slat.coords[sl, 1:].cpu() for sl in slat.layout]
         if pad:
             gaussians, per_frame, pre = gaussians[:T], per_frame[:T], pre[:T]
-        return VideoTo4DResult(gaussians, per_frame, pre, fps, timings, _peak_rss_mb(),
-                               meta={"seed": int(seed), "num_voxels": [int(c.shape[0]) for c in per_frame]})
+        meta = {"seed": int(seed), "num_voxels": [int(c.shape[0]) for c in per_frame]}
+        strength = self.color_from_input if color_from_input is None else _strength(color_from_input,
+                                                                                   "color_from_input")
+        if strength > 0:
+            t0 = time.perf_counter()
+            gaussians, meta["input_view"] = self.recolor(gaussians, per_frame, pre, alpha[:T], strength)
+            timings["color_from_input"] = time.perf_counter() - t0
+        return VideoTo4DResult(gaussians, per_frame, pre, fps, timings, _peak_rss_mb(), meta=meta)
+
+    def recolor(self, gaussians: list[Gaussians], coords: list[torch.Tensor], frames: np.ndarray, alpha: np.ndarray,
+                strength: float = 1.0) -> tuple[list[Gaussians], dict | None]:
+        """Estimate the input view from silhouettes and recolour the Gaussians from the input frames
+        (:mod:`ss4d.pipeline.colorize`). Returns ``(gaussians, view)``; unchanged Gaussians and None when no view
+        fits (no voxels)."""
+        from ..export.renders import estimate_input_view, input_view_camera
+        from .colorize import transfer_input_colors
+
+        res = int(getattr(self.models["slat_decoder_gs"], "resolution", 64))
+        view = estimate_input_view(gaussians, frames, alpha, coords=coords, voxel_resolution=res)
+        if view is None:
+            return gaussians, None
+        cam = input_view_camera(view, frames.shape[1])
+        return transfer_input_colors(gaussians, frames, alpha, cam, strength), view
 
     @staticmethod
     def _steps(base, steps):

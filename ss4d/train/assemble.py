@@ -41,7 +41,8 @@ STAGES = ("ss_vae", "slat_vae", "slat_decoder", "ss_flow", "slat_flow")
 
 def assemble(runs: Path, out: Path, num_frames: int = 32, dtype=torch.float16, sampler: dict | None = None,
              slat_sampler: dict | None = None,
-             slat_window: int | None = 4, stage_runs: dict | None = None, temporal_noise: str | None = None) -> Path:
+             slat_window: int | None = 4, stage_runs: dict | None = None, temporal_noise: str | None = None,
+             color_from_input: float | None = None) -> Path:
     runs, out = Path(runs), Path(out)
     bad = sorted(set(stage_runs or {}) - set(STAGES))
     if bad:
@@ -78,6 +79,8 @@ def assemble(runs: Path, out: Path, num_frames: int = 32, dtype=torch.float16, s
             "num_frames": num_frames}}
         if temporal_noise:
             pipe["args"]["temporal_noise"] = temporal_noise
+        if color_from_input:
+            pipe["args"]["color_from_input"] = True if float(color_from_input) == 1.0 else float(color_from_input)
         atomic_write(tmp / "pipeline.json", lambda t: Path(t).write_text(json.dumps(pipe, indent=2)))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # no half-written model folder
@@ -109,6 +112,10 @@ def main(argv=None) -> int:
                     help="classifier-free guidance strength of both samplers")
     ap.add_argument("--slat-cfg", type=float, default=None,
                     help="guidance strength of the latent-flow sampler only (default: --cfg)")
+    ap.add_argument("--slat-steps", type=int, default=None,
+                    help="Euler steps of the latent-flow sampler only (default: --sampler-steps)")
+    ap.add_argument("--color-from-input", type=float, default=None, metavar="STRENGTH",
+                    help="pipeline.json color_from_input (recolour from the input video, 0-1; default: off)")
     ap.add_argument("--temporal-noise", choices=["independent", "shared"], default=None,
                     help="pipeline.json temporal_noise (default: not written = independent, as the official models)")
     ap.add_argument("--run", action="append", default=[], metavar="STAGE=DIR",
@@ -125,10 +132,13 @@ def main(argv=None) -> int:
     slat_sampler = json.loads(json.dumps(sampler))
     if a.slat_cfg is not None:
         slat_sampler["params"]["cfg_strength"] = a.slat_cfg
+    if a.slat_steps is not None:
+        slat_sampler["params"]["steps"] = a.slat_steps
     try:
         p = assemble(Path(a.runs), Path(a.out), a.num_frames, sampler=sampler, slat_sampler=slat_sampler,
                      slat_window=a.slat_window or None,
-                     stage_runs=stage_runs, temporal_noise=a.temporal_noise)
+                     stage_runs=stage_runs, temporal_noise=a.temporal_noise,
+                     color_from_input=a.color_from_input)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

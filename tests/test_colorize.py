@@ -62,7 +62,8 @@ def test_transfer_takes_the_pixel_each_centre_projects_to():
     v = 0.5 + f * (-z) / (2 - x)
     col = np.floor(u.numpy() * S).astype(int).clip(0, S - 1)
     row = np.floor(v.numpy() * S).astype(int).clip(0, S - 1)
-    near_edge = (np.abs(u.numpy() * S - np.rint(u.numpy() * S)) < 1e-4) | (np.abs(v.numpy() * S - np.rint(v.numpy() * S)) < 1e-4)
+    px, py = u.numpy() * S, v.numpy() * S
+    near_edge = (np.abs(px - np.rint(px)) < 1e-4) | (np.abs(py - np.rint(py)) < 1e-4)
     expect = torch.from_numpy(rgb[row, col].astype(np.float32) / 255)
     got = out.get_colors
     assert torch.allclose(got[~torch.from_numpy(near_edge)], expect[~torch.from_numpy(near_edge)], atol=1e-5)

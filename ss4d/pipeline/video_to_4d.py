@@ -110,8 +110,8 @@ class VideoTo4DPipeline:
             raise CheckpointError(f"pipeline.json: temporal_noise must be 'independent' or 'shared', "
                                   f"got {self.temporal_noise!r}")
         # ss4d option: recolour the Gaussians from the input video (ss4d.pipeline.colorize); a bool or a strength
-        self.color_from_input = _strength(config.extra.get("color_from_input", False), "pipeline.json: color_from_input",
-                                          CheckpointError)
+        self.color_from_input = _strength(config.extra.get("color_from_input", False),
+                                          "pipeline.json: color_from_input", CheckpointError)
 
     @classmethod
     def from_pretrained(cls, path=None, device="cpu", dtype: str | torch.dtype = "fp32",

@@ -68,6 +68,15 @@ def test_generate_rgba_clip(model_dir, shared, tmp_path):
                  "--steps", "2", "--cfg", "0", "--no-renders", "--quiet"]) == 0
     gs2, _, _ = load_4d(out2 / "result.ss4d")
     assert all(torch.equal(a._xyz, b._xyz) for a, b in zip(gs, gs2))
+    # --color-from-input on: same Gaussians, colours taken from the (red and green) rose
+    out3 = tmp_path / "rose3"
+    assert _run(["generate", shared / "data/clips/rose", "-o", out3, "--model", model_dir, "--frames", "4",
+                 "--steps", "2", "--cfg", "0", "--no-renders", "--quiet", "--color-from-input", "on"]) == 0
+    gs3, _, _ = load_4d(out3 / "result.ss4d")
+    assert all(torch.equal(a._xyz, b._xyz) and torch.equal(a._opacity, b._opacity) for a, b in zip(gs, gs3))
+    c = torch.cat([g.get_colors for g in gs3])
+    assert not torch.allclose(c, torch.cat([g.get_colors for g in gs]), atol=0.05)
+    assert c[:, 0].mean() > c[:, 2].mean() + 0.2   # a red rose: far more red than blue
 
 
 def test_generate_mp4_with_matting_and_odd_frames(model_dir, shared, tmp_path):

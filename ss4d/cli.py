@@ -60,6 +60,7 @@ def cmd_generate(a) -> int:
         base.coords = [parts[w].coords[i] for w, i in pick]
         base.frames = np.stack([parts[w].frames[i] for w, i in pick])
         base.meta["windows"] = [[w.start, w.stop] for w in windows]
+        base.meta.pop("input_view", None)  # each window was cropped and posed on its own: renders re-estimate
         result = base
     print("ss4d: " + result.summary())
     path = result.save(out, overwrite=a.overwrite, renders=not a.no_renders, render_size=a.render_size)

@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 
 from ss4d.io_utils import atomic_file, atomic_write_text
+from ss4d.pipeline.preprocess import mask_from_premultiplied
 from ss4d.pipeline.video_io import write_video
 from ss4d.render.camera import Camera, orbit_camera
 from ss4d.render.preview import DEFAULT_AABB, gaussians_to_voxels, render_voxels, voxel_colors_from_gaussians
@@ -144,7 +145,7 @@ def _input_arrays(input_frames, input_alpha=None) -> tuple[list[np.ndarray], lis
     if any(m is None for m in masks):
         border = np.concatenate([np.concatenate([f[0], f[-1], f[:, 0], f[:, -1]]) for f in frames])
         if border.astype(np.float32).mean() < 4.0:  # black surround: premultiplied frames, guess the masks
-            masks = [(f.max(2) > 8).astype(np.float32) for f in frames]
+            masks = [mask_from_premultiplied(f).astype(np.float32) for f in frames]
             rgbs = [np.clip(f.astype(np.float32) + 255.0 * (1 - m[..., None]), 0, 255).astype(np.uint8)
                     for f, m in zip(frames, masks)]
         else:

@@ -10,6 +10,7 @@ the decoded colours) or per call (``VideoTo4DPipeline(...)(frames, color_from_in
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -42,9 +43,7 @@ def fill_outside_mask(rgb: np.ndarray, alpha: np.ndarray, premultiplied: bool = 
 
 def _with_colors(g: Gaussians, colors: torch.Tensor, strength: float) -> Gaussians:
     dc = ((colors - 0.5) / SH_C0).to(g._features_dc)[:, None, :]
-    new = g._features_dc + float(strength) * (dc - g._features_dc)
-    return Gaussians(g._xyz, new, g._scaling, g._rotation, g._opacity, aabb=g.aabb, scaling_bias=g.scaling_bias,
-                     opacity_bias=g.opacity_bias, mininum_kernel_size=g.mininum_kernel_size, meta=dict(g.meta))
+    return replace(g, _features_dc=g._features_dc + float(strength) * (dc - g._features_dc), meta=dict(g.meta))
 
 
 def transfer_input_colors(gaussians_list: Sequence[Gaussians], frames: np.ndarray, alpha: np.ndarray, camera,

@@ -103,6 +103,12 @@ def preprocess_frames(rgba_frames, size: int = MODEL_SIZE) -> tuple[np.ndarray, 
     return rgb, np.ascontiguousarray(rgba[..., 3]), box
 
 
+def mask_from_premultiplied(frames, threshold: int = 8) -> np.ndarray:
+    """Object mask ``bool [..., H, W]`` of premultiplied uint8 RGB frames (object over black): any channel above
+    ``threshold``. For preprocessed frames whose alpha was not kept."""
+    return np.asarray(frames).max(-1) > threshold
+
+
 def crop_rgba_frames(rgba_frames, size: int = MODEL_SIZE) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """The crop of :func:`preprocess_frames` (one square box around the alpha of all frames, LANCZOS to ``size``)
     keeping straight RGBA: ``(uint8 [T, size, size, 4], crop_box)``. Training crops its conditioning videos with

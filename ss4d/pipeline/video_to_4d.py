@@ -237,13 +237,13 @@ class VideoTo4DPipeline:
                  preprocessed: bool = False, color_from_input: bool | float | None = None) -> VideoTo4DResult:
         """`frames`: RGBA uint8 frames (HxWx4), or with `preprocessed=True` premultiplied RGB at image_size (the
         mask is then taken from the black surround). `color_from_input`: None = the model folder's setting."""
-        from .preprocess import preprocess_frames
+        from .preprocess import mask_from_premultiplied, preprocess_frames
 
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         if preprocessed:
             pre = np.asarray(frames)
-            alpha = np.where(pre.max(-1) > 8, 255, 0).astype(np.uint8)
+            alpha = mask_from_premultiplied(pre).astype(np.uint8) * 255
         else:
             pre, alpha, _box = preprocess_frames(list(frames), size=self.image_size)
         T = len(pre)

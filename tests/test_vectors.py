@@ -47,7 +47,7 @@ def test_vector_case(shared, case, tmp_path):
     ref = load_file(str(src / "outputs.safetensors"))
     with torch.no_grad():
         ours = run_case(copy)
-    atol = 5e-5 if "sampler" in src.name else 1e-5
+    atol = 5e-5 if ("sampler" in src.name or "pipeline_e2e" in case) else 1e-5  # chained cases, as check_vectors
     problems = []
     for name, r in ref.items():
         if name not in ours:

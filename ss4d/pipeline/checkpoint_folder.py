@@ -1,7 +1,9 @@
-"""The official pipeline folder: `pipeline.json` + `ckpts/<stem>.{json,safetensors}` (spec §1.1).
+"""The official pipeline folder: `pipeline.json` + `<path>.{json,safetensors}` per model, paths as `models` names them
+(usually `ckpts/<stem>`; spec §1.1).
 
 ss4d reads the official SS4D/TRELLIS layout unchanged and adds one optional field: `image_cond_model` may be a
-`{"name", "args", "ckpt"}` description of a bundled conditioning encoder instead of a DINOv2 hub name.
+`{"name", "args", "ckpt"}` description of a bundled conditioning encoder instead of a DINOv2 hub name. A hub name is
+served by a copy shipped in the folder (`image_cond_model.{json,safetensors}`) or by the user's weight file.
 """
 from __future__ import annotations
 
@@ -70,15 +72,48 @@ def load_pipeline_models(cfg: PipelineConfig, device="cpu", dtype=torch.float32)
     return {k: load_model(cfg.root / v, device, dtype) for k, v in cfg.models.items() if k in REQUIRED_MODELS}
 
 
+def local_image_cond_stem(cfg: PipelineConfig) -> Path | None:
+    """A copy of the hub image encoder shipped in the folder itself: `image_cond_model.{json,safetensors}` beside
+    the other checkpoints (`ckpts/` or wherever `models` points), as the official test folders carry it."""
+    dirs = []
+    for v in list(cfg.models.values()) + ["ckpts/x", "models/x"]:
+        d = (cfg.root / v).parent
+        if d not in dirs:
+            dirs.append(d)
+    for d in dirs:
+        stem = d / "image_cond_model"
+        if Path(str(stem) + ".json").is_file() and Path(str(stem) + ".safetensors").is_file():
+            return stem
+    return None
+
+
+def _as_conditioner(model: torch.nn.Module) -> torch.nn.Module:
+    """A bare DINOv2 ViT becomes the SS4D conditioner (518 px, ImageNet normalisation, layer-normed x_prenorm)."""
+    from ..models.image_encoders.dinov2 import DinoV2, DinoV2Conditioner
+
+    if isinstance(model, DinoV2):
+        return DinoV2Conditioner(model=model, image_size=518).eval()
+    return model
+
+
 def load_image_cond(cfg: PipelineConfig, device="cpu", dinov2_weights: str | None = None):
-    """The conditioning encoder, or {flow model name: encoder} when each flow has its own."""
+    """The conditioning encoder, or {flow model name: encoder} when each flow has its own.
+
+    A hub name (official layout) is resolved in this order: `dinov2_weights` (a user's .pth / .safetensors), a copy
+    shipped in the folder (:func:`local_image_cond_stem`), `$SS4D_DINOV2_WEIGHTS`."""
     ic = cfg.image_cond
     if isinstance(ic, dict) and "ckpts" in ic:
         # one conditioner per flow (each flow was trained with its own encoder)
         return {stage: load_model(cfg.root / stem, device, torch.float32) for stage, stem in ic["ckpts"].items()}
     if isinstance(ic, dict):
         return load_model(cfg.root / ic["ckpt"], device, torch.float32)
-    if ic in DINO_NAMES or str(ic).startswith("dinov2"):
+    if not isinstance(ic, str):
+        raise CheckpointError(f"pipeline.json: image_cond_model must be a name or an object, got {ic!r}")
+    local = local_image_cond_stem(cfg)
+    is_dino = ic in DINO_NAMES or ic.startswith("dinov2")
+    if local is not None and not (is_dino and dinov2_weights):
+        return _as_conditioner(load_model(local, device, torch.float32)).to(device)
+    if is_dino:
         from ..models.image_encoders.dinov2 import DinoV2Conditioner
 
         weights = dinov2_weights or os.environ.get("SS4D_DINOV2_WEIGHTS")
@@ -87,4 +122,5 @@ def load_image_cond(cfg: PipelineConfig, device="cpu", dinov2_weights: str | Non
                 f"this model conditions on {ic}, whose weights cannot be downloaded here: pass --dinov2-weights "
                 "PATH (dinov2_vitl14_reg4_pretrain.pth) or set SS4D_DINOV2_WEIGHTS")
         return DinoV2Conditioner(weights=weights).to(device).eval()
-    raise CheckpointError(f"unknown image_cond_model {ic!r}")
+    raise CheckpointError(f"unknown image_cond_model {ic!r} and no image_cond_model.json/.safetensors in "
+                          f"{cfg.root}")

@@ -27,7 +27,7 @@ from .checkpoint_folder import (
     load_pipeline_models,
     read_pipeline_config,
 )
-from .samplers import build_sampler
+from .samplers import SamplerTrace, build_sampler
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -165,7 +165,10 @@ class VideoTo4DPipeline:
         return call
 
     @torch.no_grad()
-    def sample_structure(self, cond, gen: torch.Generator, steps=None, cfg=None, progress=None):
+    def sample_structure(self, cond, gen: torch.Generator, steps=None, cfg=None, progress=None,
+                         trace: dict | None = None):
+        """Stage 1: coords [N, 4] (frame, x, y, z) of the occupied voxels. `trace` (a dict) receives the noise,
+        the sampler's per-call record, the latent and the occupancy logits."""
         flow = self.models["sparse_structure_flow_model"]
         T = cond.shape[0]
         r = flow.resolution
@@ -175,9 +178,12 @@ class VideoTo4DPipeline:
             noise = torch.randn(T, flow.in_channels, r, r, r, generator=gen)
         noise = noise.to(self.device)
         params = self._params(self.ss_params, steps, cfg)
+        strace = SamplerTrace() if trace is not None else None
         z = self.ss_sampler.sample(self._wrap(flow), noise, cond, torch.zeros_like(cond), num_frames=T,
-                                   progress=progress, **params)
+                                   progress=progress, trace=strace, **params)
         logits = self.models["sparse_structure_decoder"](z.to(self.dtype)).float()
+        if trace is not None:
+            trace.update(ss_noise=noise, ss_sampler=strace, ss_latent=z, ss_logits=logits)
         occ = logits[:, 0] > 0
         return self._fill_empty(occ)
 
@@ -196,7 +202,10 @@ class VideoTo4DPipeline:
         return torch.argwhere(occ).int()
 
     @torch.no_grad()
-    def sample_latents(self, cond, coords, gen: torch.Generator, steps=None, cfg=None, progress=None):
+    def sample_latents(self, cond, coords, gen: torch.Generator, steps=None, cfg=None, progress=None,
+                       trace: dict | None = None):
+        """Stage 2: the de-normalised structured latent (SparseTensor over `coords`). `trace` (a dict) receives the
+        noise, the sampler's per-call record and the normalised latent."""
         flow = self.models["slat_flow_model"]
         T = cond.shape[0]
         if self.temporal_noise == "shared":
@@ -208,8 +217,11 @@ class VideoTo4DPipeline:
             eps = torch.randn(coords.shape[0], flow.in_channels, generator=gen)
         noise = SparseTensor(eps.to(self.device), coords.to(self.device), batch_size=T)
         params = self._params(self.slat_params, steps, cfg)
+        strace = SamplerTrace() if trace is not None else None
         slat = self.slat_sampler.sample(self._wrap(flow), noise, cond, torch.zeros_like(cond), num_frames=T,
-                                        progress=progress, **params)
+                                        progress=progress, trace=strace, **params)
+        if trace is not None:
+            trace.update(slat_noise=noise.feats, slat_sampler=strace, slat_latent=slat.feats)
         if self.config.slat_std is not None:
             std = torch.tensor(self.config.slat_std, device=slat.device)[None]
             mean = torch.tensor(self.config.slat_mean, device=slat.device)[None]
@@ -234,9 +246,12 @@ class VideoTo4DPipeline:
     # ----- whole job -----
     def __call__(self, frames: Sequence[np.ndarray] | np.ndarray, seed: int = 42, steps: int | None = None,
                  cfg: float | None = None, fps: float = 16.0, progress: bool = False,
-                 preprocessed: bool = False, color_from_input: bool | float | None = None) -> VideoTo4DResult:
+                 preprocessed: bool = False, color_from_input: bool | float | None = None,
+                 trace: dict | None = None) -> VideoTo4DResult:
         """`frames`: RGBA uint8 frames (HxWx4), or with `preprocessed=True` premultiplied RGB at image_size (the
-        mask is then taken from the black surround). `color_from_input`: None = the model folder's setting."""
+        mask is then taken from the black surround). `color_from_input`: None = the model folder's setting.
+        `trace`: a dict that receives every intermediate (conditioning, noises, sampler records, latents, logits),
+        for comparing a run link by link with a reference."""
         from .preprocess import mask_from_premultiplied, preprocess_frames
 
         timings: dict[str, float] = {}
@@ -256,15 +271,19 @@ class VideoTo4DPipeline:
         bars = _Progress(progress)
         t0 = time.perf_counter()
         cond = self.encode(pre)
+        if trace is not None:
+            trace["cond"] = cond
         timings["conditioning"] = time.perf_counter() - t0
         gen = torch.Generator().manual_seed(int(seed))
         t0 = time.perf_counter()
         ss_bar = bars.stage("sparse structure", self._steps(self.ss_params, steps))
-        coords = self.sample_structure(cond["sparse_structure_flow_model"], gen, steps, cfg, ss_bar)
+        coords = self.sample_structure(cond["sparse_structure_flow_model"], gen, steps, cfg, ss_bar, trace)
         timings["sparse_structure"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         slat_bar = bars.stage("spacetime latents", self._steps(self.slat_params, steps))
-        slat = self.sample_latents(cond["slat_flow_model"], coords, gen, steps, cfg, slat_bar)
+        slat = self.sample_latents(cond["slat_flow_model"], coords, gen, steps, cfg, slat_bar, trace)
+        if trace is not None:
+            trace["slat"] = slat
         timings["spacetime_latents"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         gaussians = self.decode(slat, len(pre))

@@ -58,12 +58,43 @@ def _sparse_op(cfg, case, inp):
     return {"y_feats": y.feats, "y_coords": y.coords}
 
 
+def _pipeline_case(case: Path, cfg: dict, inp: dict) -> dict[str, torch.Tensor]:
+    """The whole official pipeline (`pipeline_e2e`): the case folder is an official checkpoint folder; run its frames
+    through `VideoTo4DPipeline.from_pretrained(case)` with its seed, as `ss4d generate` would."""
+    from ..pipeline.video_to_4d import VideoTo4DPipeline
+
+    pipe = VideoTo4DPipeline.from_pretrained(case)
+    trace: dict = {}
+    res = pipe(inp["frames"].numpy(), seed=int(cfg["seed"]), trace=trace)
+    out = {"cond_images": torch.from_numpy(res.frames), "cond": trace["cond"]["sparse_structure_flow_model"],
+           "ss_latent": trace["ss_latent"], "slat_latent": trace["slat_latent"], "slat": trace["slat"].feats,
+           "coords": torch.cat([torch.cat([torch.full((len(c), 1), f, dtype=torch.int32), c.int()], 1)
+                                for f, c in enumerate(res.coords)])}
+    for name, key in (("ss", "ss_sampler"), ("slat", "slat_sampler")):
+        st = trace[key]
+        out.update({f"inter.{name}_noise": trace[f"{name}_noise"], f"inter.{name}_model_t": torch.stack(st.calls_t),
+                    f"inter.{name}_model_is_neg_cond": torch.tensor(st.calls_neg),
+                    f"inter.{name}_pred_x_t": torch.stack(st.pred_x_t)})
+    out["inter.ss_logits"] = trace["ss_logits"]
+    gs = res.gaussians
+    for k in ("_xyz", "_features_dc", "_scaling", "_rotation", "_opacity"):
+        out[f"gs.{k}"] = torch.cat([g.raw_tensors()[k] for g in gs])
+    for k in ("get_xyz", "get_scaling", "get_rotation", "get_opacity"):
+        out[f"gs.{k}"] = torch.cat([getattr(g, k) for g in gs])
+    out["gs.frame_index"] = torch.cat([torch.full((len(g.get_xyz),), f, dtype=torch.int32) for f, g in enumerate(gs)])
+    out["gs.scale_bias"] = gs[0].scale_bias.reshape(1)
+    out["gs.opacity_bias"] = gs[0].opacity_bias_logit.reshape(1)
+    return out
+
+
 def run_case(case_dir) -> dict[str, torch.Tensor]:
     from ..models import build
 
     case = Path(case_dir)
     cfg = json.loads((case / "config.json").read_text())
     inp = load_file(str(case / "inputs.safetensors"))
+    if "pipeline" in cfg:
+        return _pipeline_case(case, cfg, inp)
     cls = cfg["model"]["class"]
     fwd = cfg.get("forward", {})
     t = fwd.get("num_frames")

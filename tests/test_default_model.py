@@ -15,9 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ss4d.export.renders import _camera
 from ss4d.pipeline.checkpoint_folder import default_model_dir
 from ss4d.pipeline.video_to_4d import VideoTo4DPipeline
+from ss4d.render.input_view import view_camera
 from ss4d.render.rasterizer import rasterize
 
 ROSE = Path(__file__).resolve().parents[1] / "examples" / "rose"
@@ -66,7 +66,7 @@ def _render(g, cam):
 
 def test_renders_not_blank_and_motion(rose_result):
     result, _ = rose_result
-    cam = _camera(0.0, 20.0, 96, 2.0, 40.0)
+    cam = view_camera(0.0, 20.0, 96, 2.0, 40.0)
     imgs, alphas = zip(*[_render(g, cam) for g in result.gaussians])
     for img, a in zip(imgs, alphas):
         cover = float((a > 0.5).float().mean())

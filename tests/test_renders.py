@@ -10,16 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from ss4d.export.renders import (
-    _crop_box,
-    cropped_camera,
-    estimate_input_view,
-    orbit_schedule,
-    render_grid_frames,
-    write_all_renders,
-)
+from ss4d.export.renders import orbit_schedule, render_grid_frames, write_all_renders
 from ss4d.render.camera import orbit_camera
 from ss4d.render.gaussians import Gaussians
+from ss4d.render.input_view import crop_box, cropped_camera, estimate_input_view
 from ss4d.render.preview import gaussians_to_voxels, render_voxels, voxel_colors_from_gaussians
 
 
@@ -164,7 +158,7 @@ def test_cropped_camera_maps_the_box():
     uv, _ = cam.project(pts)
     uv2, _ = c2.project(pts)
     torch.testing.assert_close(uv2, (uv - torch.tensor(box[:2])) / 0.5)
-    assert _crop_box([np.zeros((8, 8))]) is None
+    assert crop_box([np.zeros((8, 8))]) is None
 
 
 def test_estimate_input_view_recovers_pose():
@@ -185,7 +179,7 @@ def test_estimate_input_view_recovers_pose():
     # the "input video": the voxel object seen from (yaw, pitch), cropped like the preprocessing, on black
     cam = orbit_camera(math.radians(yaw), math.radians(pitch), 2.0, width=128, height=128)
     alphas = [render_voxels(v, c, cam, R, ssaa=1, return_alpha=True)[1] for v, c in zip(coords, cols)]
-    ccam = cropped_camera(cam, _crop_box(alphas), 96, 96)
+    ccam = cropped_camera(cam, crop_box(alphas), 96, 96)
     inputs = np.stack([render_voxels(v, c, ccam, R, ssaa=1, shading=False, bg=(0, 0, 0))
                        for v, c in zip(coords, cols)])
     view = estimate_input_view(frames, inputs, coords=coords, voxel_resolution=R)

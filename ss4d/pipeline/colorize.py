@@ -1,7 +1,7 @@
 """Colour transfer from the input video onto the generated Gaussians (an ss4d option, off in the official setting).
 
 A small latent model may get the shape of an object roughly right but not its colours. Since the input view is
-known up to a pose that :func:`ss4d.export.renders.estimate_input_view` recovers from silhouettes, each Gaussian
+known up to a pose that :func:`ss4d.render.input_view.estimate_input_view` recovers from silhouettes, each Gaussian
 can take the colour of the input pixel it projects to in its own frame (seen through the object: the back takes
 the colour of the front at the same pixel; pixels outside the input mask take the nearest opaque pixel's colour).
 Enabled per model folder by ``"color_from_input": true`` in ``pipeline.json`` (a strength in (0, 1] blends with
@@ -49,7 +49,7 @@ def _with_colors(g: Gaussians, colors: torch.Tensor, strength: float) -> Gaussia
 def transfer_input_colors(gaussians_list: Sequence[Gaussians], frames: np.ndarray, alpha: np.ndarray, camera,
                           strength: float = 1.0) -> list[Gaussians]:
     """Recolour each frame's Gaussians from the matching input frame seen through ``camera`` (a
-    :class:`ss4d.render.Camera` whose image is the input frame, e.g. :func:`ss4d.export.renders.input_view_camera`).
+    :class:`ss4d.render.Camera` whose image is the input frame, e.g. :func:`ss4d.render.input_view.input_view_camera`).
 
     ``frames`` uint8 ``[T,H,W,3]`` premultiplied (the preprocessing output), ``alpha`` ``[T,H,W]``; ``strength``
     in [0, 1]: 1 replaces the decoded colours, 0 keeps them. Returns new Gaussians (the inputs are not changed);

@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from ss4d.errors import InputError
+from ss4d.media.masks import mask_from_premultiplied
 
 __all__ = [
     "AUG_SIZE_RATIO",
@@ -34,6 +35,7 @@ __all__ = [
     "alpha_bbox",
     "crop_box_from_bbox",
     "imagenet_normalize",
+    "mask_from_premultiplied",
     "preprocess_frames",
     "to_model_input",
 ]
@@ -101,12 +103,6 @@ def preprocess_frames(rgba_frames, size: int = MODEL_SIZE) -> tuple[np.ndarray, 
     x = rgba.astype(np.float32) / 255
     rgb = (x[..., :3] * x[..., 3:4] * 255).astype(np.uint8)
     return rgb, np.ascontiguousarray(rgba[..., 3]), box
-
-
-def mask_from_premultiplied(frames, threshold: int = 8) -> np.ndarray:
-    """Object mask ``bool [..., H, W]`` of premultiplied uint8 RGB frames (object over black): any channel above
-    ``threshold``. For preprocessed frames whose alpha was not kept."""
-    return np.asarray(frames).max(-1) > threshold
 
 
 def crop_rgba_frames(rgba_frames, size: int = MODEL_SIZE) -> tuple[np.ndarray, tuple[int, int, int, int]]:

@@ -252,7 +252,8 @@ class VideoTo4DPipeline:
         mask is then taken from the black surround). `color_from_input`: None = the model folder's setting.
         `trace`: a dict that receives every intermediate (conditioning, noises, sampler records, latents, logits),
         for comparing a run link by link with a reference."""
-        from .preprocess import mask_from_premultiplied, preprocess_frames
+        from ..media.masks import mask_from_premultiplied
+        from .preprocess import preprocess_frames
 
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -305,7 +306,7 @@ class VideoTo4DPipeline:
         """Estimate the input view from silhouettes and recolour the Gaussians from the input frames
         (:mod:`ss4d.pipeline.colorize`). Returns ``(gaussians, view)``; unchanged Gaussians and None when no view
         fits (no voxels)."""
-        from ..export.renders import estimate_input_view, input_view_camera
+        from ..render.input_view import estimate_input_view, input_view_camera
         from .colorize import transfer_input_colors
 
         res = int(getattr(self.models["slat_decoder_gs"], "resolution", 64))

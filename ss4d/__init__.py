@@ -7,4 +7,8 @@ def __getattr__(name):
         from .pipeline.video_to_4d import VideoTo4DPipeline
 
         return VideoTo4DPipeline
+    if name == "save_result":
+        from .export.save import save_result
+
+        return save_result
     raise AttributeError(name)

@@ -23,11 +23,11 @@ def _check_output(out: Path, overwrite: bool) -> None:
 
 
 def cmd_generate(a) -> int:
-    import numpy as np
     import torch
 
+    from .export.save import save_result
     from .pipeline.matting import matte_clip
-    from .pipeline.video_io import assign_frames_to_windows, read_frames, select_frames, split_windows
+    from .pipeline.video_io import read_frames
     from .pipeline.video_to_4d import VideoTo4DPipeline
 
     out = Path(a.output)
@@ -38,32 +38,12 @@ def cmd_generate(a) -> int:
     frames = matte_clip(clip.frames, mode=a.matte, masks=a.masks)
     pipe = VideoTo4DPipeline.from_pretrained(a.model, device=a.device, dtype=a.dtype,
                                              dinov2_weights=a.dinov2_weights)
-    n = len(frames)
-    if a.frames or a.stride:
-        idx = select_frames(n, num=a.frames, stride=a.stride, mode="stride" if a.stride else "uniform")
-    else:
-        idx = select_frames(n, num=min(n, pipe.max_frames))
-    frames = [frames[i] for i in idx]
-    fps = clip.fps * len(idx) / max(n, 1) if clip.fps else 16.0
     color = {"model": None, "on": True, "off": False}[a.color_from_input]
-    print(f"ss4d: {len(frames)} frames from {a.input} ({clip.width}x{clip.height}, alpha={clip.has_alpha})")
-    if len(frames) <= pipe.max_frames:
-        result = pipe(frames, seed=a.seed, steps=a.steps, cfg=a.cfg, fps=fps, progress=not a.quiet,
-                      color_from_input=color)
-    else:
-        windows = split_windows(len(frames), pipe.max_frames, overlap=pipe.max_frames // 4)
-        parts = [pipe(frames[w.start:w.stop], seed=a.seed, steps=a.steps, cfg=a.cfg, fps=fps,
-                      progress=not a.quiet, color_from_input=color) for w in windows]
-        pick = assign_frames_to_windows(len(frames), windows)
-        base = parts[0]
-        base.gaussians = [parts[w].gaussians[i] for w, i in pick]
-        base.coords = [parts[w].coords[i] for w, i in pick]
-        base.frames = np.stack([parts[w].frames[i] for w, i in pick])
-        base.meta["windows"] = [[w.start, w.stop] for w in windows]
-        base.meta.pop("input_view", None)  # each window was cropped and posed on its own: renders re-estimate
-        result = base
+    print(f"ss4d: {len(frames)} frames in {a.input} ({clip.width}x{clip.height}, alpha={clip.has_alpha})")
+    result = pipe.generate(frames, num_frames=a.frames, stride=a.stride, seed=a.seed, steps=a.steps, cfg=a.cfg,
+                           fps=clip.fps, progress=not a.quiet, color_from_input=color)
     print("ss4d: " + result.summary())
-    path = result.save(out, overwrite=a.overwrite, renders=not a.no_renders, render_size=a.render_size)
+    path = save_result(result, out, overwrite=a.overwrite, renders=not a.no_renders, render_size=a.render_size)
     print(f"ss4d: wrote {path}")
     return 0
 

@@ -37,7 +37,7 @@ def test_assemble_with_a_stage_from_another_run(tmp_path):
                  "--color-from-input", "1", "--slat-steps", "2"]) == 0
     pipe = json.loads((out / "pipeline.json").read_text())
     assert pipe["args"]["temporal_noise"] == "shared"
-    assert pipe["args"]["color_from_input"] is True
+    assert pipe["args"]["post_steps"] == [{"name": "color_from_input", "strength": 1.0}]
     assert pipe["args"]["sparse_structure_sampler"]["params"]["steps"] == 3
     assert pipe["args"]["slat_sampler"]["params"]["steps"] == 2
     assert pipe["args"]["sparse_structure_sampler"]["params"]["cfg_strength"] == 3.0

@@ -12,7 +12,6 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -65,6 +64,35 @@ def _strength(value, what: str, error=ValueError) -> float:
     raise error(f"{what} must be true/false or a number in [0, 1], got {value!r}")
 
 
+POST_STEPS = ("color_from_input",)  # known post-steps (ss4d additions, not in SS4D), see docs/pipeline.md
+
+
+def read_post_steps(extra: dict) -> list[dict]:
+    """`post_steps` of pipeline.json as `[{"name", ...}]` in run order: each entry a name or `{"name", ...args}`.
+    The older `"color_from_input": true | strength` field stands for `[{"name": "color_from_input", ...}]`."""
+    raw = extra.get("post_steps")
+    if raw is None:
+        legacy = _strength(extra.get("color_from_input", False), "pipeline.json: color_from_input", CheckpointError)
+        return [{"name": "color_from_input", "strength": legacy}] if legacy > 0 else []
+    if "color_from_input" in extra:
+        raise CheckpointError("pipeline.json: give the colour transfer either in post_steps or as color_from_input, "
+                              "not both")
+    if not isinstance(raw, list):
+        raise CheckpointError(f"pipeline.json: post_steps must be a list, got {raw!r}")
+    steps = []
+    for entry in raw:
+        st = {"name": entry} if isinstance(entry, str) else dict(entry) if isinstance(entry, dict) else None
+        if st is None or st.get("name") not in POST_STEPS:
+            raise CheckpointError(f"pipeline.json: unknown post-step {entry!r}; known: {', '.join(POST_STEPS)}")
+        if any(s["name"] == st["name"] for s in steps):
+            raise CheckpointError(f"pipeline.json: post-step {st['name']!r} listed twice")
+        if st["name"] == "color_from_input":
+            st["strength"] = _strength(st.get("strength", 1.0), "pipeline.json: color_from_input strength",
+                                       CheckpointError)
+        steps.append(st)
+    return steps
+
+
 @dataclass
 class VideoTo4DResult:
     """Per-frame Gaussians and voxels, the preprocessed input frames and a timing summary."""
@@ -85,12 +113,6 @@ class VideoTo4DResult:
         parts = [f"{k} {v:.2f}s" for k, v in self.timings.items()]
         return f"{self.num_frames} frames, " + ", ".join(parts) + f", peak RSS {self.peak_rss_mb:.0f} MB"
 
-    def save(self, out_dir, overwrite: bool = False, renders: bool = True, render_size: int = 256) -> Path:
-        """Write exports (PLY per frame, .ss4d container, animated GLB, web viewer) and renders into out_dir,
-        atomically (a temporary folder renamed into place)."""
-        from ..export.save import save_result
-
-        return save_result(self, out_dir, overwrite=overwrite, renders=renders, render_size=render_size)
 
 
 class VideoTo4DPipeline:
@@ -109,9 +131,11 @@ class VideoTo4DPipeline:
         if self.temporal_noise not in ("independent", "shared"):
             raise CheckpointError(f"pipeline.json: temporal_noise must be 'independent' or 'shared', "
                                   f"got {self.temporal_noise!r}")
-        # ss4d option: recolour the Gaussians from the input video (ss4d.pipeline.colorize); a bool or a strength
-        self.color_from_input = _strength(config.extra.get("color_from_input", False),
-                                          "pipeline.json: color_from_input", CheckpointError)
+        # steps after decoding that are not part of SS4D, in order (`post_steps` in pipeline.json)
+        self.post_steps = read_post_steps(config.extra)
+        cfi = [st for st in self.post_steps if st["name"] == "color_from_input"]
+        # the colour transfer's strength (0 = off): the one knob the CLI and the evaluation's ablations turn
+        self.color_from_input = cfi[0]["strength"] if cfi else 0.0
 
     @classmethod
     def from_pretrained(cls, path=None, device="cpu", dtype: str | torch.dtype = "fp32",
@@ -244,14 +268,58 @@ class VideoTo4DPipeline:
         return p
 
     # ----- whole job -----
-    def __call__(self, frames: Sequence[np.ndarray] | np.ndarray, seed: int = 42, steps: int | None = None,
-                 cfg: float | None = None, fps: float = 16.0, progress: bool = False,
+    def generate(self, frames: Sequence[np.ndarray] | np.ndarray, seed: int = 42, steps: int | None = None,
+                 cfg: float | None = None, fps: float | None = 16.0, progress: bool = False,
                  preprocessed: bool = False, color_from_input: bool | float | None = None,
+                 num_frames: int | None = None, stride: int | None = None,
                  trace: dict | None = None) -> VideoTo4DResult:
-        """`frames`: RGBA uint8 frames (HxWx4), or with `preprocessed=True` premultiplied RGB at image_size (the
-        mask is then taken from the black surround). `color_from_input`: None = the model folder's setting.
-        `trace`: a dict that receives every intermediate (conditioning, noises, sampler records, latents, logits),
-        for comparing a run link by link with a reference."""
+        """The whole job (what `ss4d generate`, the Python API and `ss4d evaluate` run): pick the frames (`num_frames`
+        spread uniformly, or every `stride`-th; default all, at most the model's frame count), then one window, or
+        for more frames than the model takes, overlapping windows stitched frame by frame (each frame from the window
+        where it is most central; see :func:`ss4d.pipeline.video_io.split_windows`).
+
+        `frames`: RGBA uint8 frames (HxWx4), or with `preprocessed=True` premultiplied RGB at image_size (the mask
+        is then taken from the black surround). `fps`: the input's frame rate (None: unknown, the result plays at
+        16); the result's rate follows the frame selection. `color_from_input`: None = the model folder's setting.
+        `trace`: a dict that receives every intermediate (conditioning, noises, sampler records, latents, logits) of
+        a one-window job, for comparing a run link by link with a reference."""
+        from .video_io import assign_frames_to_windows, select_frames, split_windows
+
+        frames = list(frames)
+        n = len(frames)
+        if num_frames or stride:
+            idx = select_frames(n, num=num_frames, stride=stride, mode="stride" if stride else "uniform")
+        else:
+            idx = select_frames(n, num=min(n, self.max_frames))
+        frames = [frames[i] for i in idx]
+        out_fps = float(fps) * len(idx) / max(n, 1) if fps else 16.0
+        kw = dict(seed=seed, steps=steps, cfg=cfg, fps=out_fps, progress=progress, preprocessed=preprocessed,
+                  color_from_input=color_from_input)
+        if len(frames) <= self.max_frames:
+            return self._run_window(frames, trace=trace, **kw)
+        if trace is not None:
+            raise ValueError("trace records one window; this job has several (pass at most "
+                             f"{self.max_frames} frames)")
+        windows = split_windows(len(frames), self.max_frames, overlap=self.max_frames // 4)
+        parts = [self._run_window(frames[w.start:w.stop], **kw) for w in windows]
+        pick = assign_frames_to_windows(len(frames), windows)
+        base = parts[0]
+        base.gaussians = [parts[w].gaussians[i] for w, i in pick]
+        base.coords = [parts[w].coords[i] for w, i in pick]
+        base.frames = np.stack([parts[w].frames[i] for w, i in pick])
+        base.timings = {k: sum(p.timings.get(k, 0.0) for p in parts) for k in base.timings}
+        base.peak_rss_mb = _peak_rss_mb()
+        base.meta["windows"] = [[w.start, w.stop] for w in windows]
+        base.meta["num_voxels"] = [int(c.shape[0]) for c in base.coords]
+        base.meta.pop("input_view", None)  # each window was cropped and posed on its own: renders re-estimate
+        return base
+
+    __call__ = generate
+
+    def _run_window(self, frames, seed: int = 42, steps: int | None = None, cfg: float | None = None,
+                    fps: float = 16.0, progress: bool = False, preprocessed: bool = False,
+                    color_from_input: bool | float | None = None, trace: dict | None = None) -> VideoTo4DResult:
+        """One window of at most `max_frames` frames through every stage, then the post-steps in order."""
         from ..media.masks import mask_from_premultiplied
         from .preprocess import preprocess_frames
 
@@ -295,10 +363,15 @@ class VideoTo4DPipeline:
         meta = {"seed": int(seed), "num_voxels": [int(c.shape[0]) for c in per_frame]}
         strength = self.color_from_input if color_from_input is None else _strength(color_from_input,
                                                                                    "color_from_input")
-        if strength > 0:
+        names = [st["name"] for st in self.post_steps]
+        if strength > 0 and "color_from_input" not in names:
+            names.append("color_from_input")  # switched on for this call only
+        for name in names:
             t0 = time.perf_counter()
-            gaussians, meta["input_view"] = self.recolor(gaussians, per_frame, pre, alpha[:T], strength)
-            timings["color_from_input"] = time.perf_counter() - t0
+            if name == "color_from_input" and strength > 0:
+                gaussians, meta["input_view"] = self.recolor(gaussians, per_frame, pre, alpha[:T], strength)
+                timings["color_from_input"] = time.perf_counter() - t0
+        meta["post_steps"] = [n for n in names if n != "color_from_input" or strength > 0]
         return VideoTo4DResult(gaussians, per_frame, pre, fps, timings, _peak_rss_mb(), meta=meta)
 
     def recolor(self, gaussians: list[Gaussians], coords: list[torch.Tensor], frames: np.ndarray, alpha: np.ndarray,

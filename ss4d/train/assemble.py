@@ -80,7 +80,7 @@ def assemble(runs: Path, out: Path, num_frames: int = 32, dtype=torch.float16, s
         if temporal_noise:
             pipe["args"]["temporal_noise"] = temporal_noise
         if color_from_input:
-            pipe["args"]["color_from_input"] = True if float(color_from_input) == 1.0 else float(color_from_input)
+            pipe["args"]["post_steps"] = [{"name": "color_from_input", "strength": float(color_from_input)}]
         atomic_write(tmp / "pipeline.json", lambda t: Path(t).write_text(json.dumps(pipe, indent=2)))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # no half-written model folder

@@ -58,14 +58,19 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"cannot read {p}: corrupt or not a safetensors file ({e})") from None
 
 
-def read_model_config(stem: str | os.PathLike) -> dict:
-    p = Path(str(stem) + ".json")
+def read_json(p: Path, missing: str) -> dict | list:
+    """A checkpoint-folder JSON file, or one CheckpointError (`missing` when absent, the parse error otherwise)."""
     if not p.is_file():
-        raise CheckpointError(f"model config not found: {p}")
+        raise CheckpointError(missing)
     try:
-        cfg = json.loads(p.read_text())
+        return json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{p} is not valid JSON: {e}") from None
+
+
+def read_model_config(stem: str | os.PathLike) -> dict:
+    p = Path(str(stem) + ".json")
+    cfg = read_json(p, f"model config not found: {p}")
     if not isinstance(cfg, dict) or "name" not in cfg:
         raise CheckpointError(f"{p} must hold {{\"name\": ..., \"args\": {{...}}}}")
     return cfg

@@ -7,14 +7,13 @@ served by a copy shipped in the folder (`image_cond_model.{json,safetensors}`) o
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..models.checkpoint import CheckpointError, load_model
+from ..models.checkpoint import CheckpointError, load_model, read_json
 
 REQUIRED_MODELS = ("sparse_structure_flow_model", "sparse_structure_decoder", "slat_flow_model", "slat_decoder_gs")
 DINO_NAMES = ("dinov2_vitl14_reg", "dinov2_vitl14_reg4")
@@ -43,12 +42,9 @@ def read_pipeline_config(path: str | os.PathLike) -> PipelineConfig:
     if not root.exists():
         raise CheckpointError(f"model folder not found: {root}")
     f = root / "pipeline.json" if root.is_dir() else root
-    if not f.is_file():
-        raise CheckpointError(f"{root} has no pipeline.json")
-    try:
-        cfg = json.loads(f.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{f} is not valid JSON: {e}") from None
+    cfg = read_json(f, f"{root} has no pipeline.json")
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{f} must hold a JSON object")
     args = cfg.get("args", cfg)
     models = args.get("models", {})
     missing = [m for m in REQUIRED_MODELS if m not in models]

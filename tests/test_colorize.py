@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
+from ss4d.gaussians import Gaussians
 from ss4d.models.checkpoint import CheckpointError
 from ss4d.models.tiny import build_tiny, write_model_folder
 from ss4d.pipeline.colorize import fill_outside_mask, transfer_input_colors
 from ss4d.pipeline.video_to_4d import VideoTo4DPipeline
 from ss4d.render.camera import orbit_camera
-from ss4d.render.gaussians import Gaussians
 
 
 def _gaussians(xyz: torch.Tensor, seed: int = 0) -> Gaussians:

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from ss4d.export.renders import orbit_schedule, render_grid_frames, write_all_renders
+from ss4d.gaussians import Gaussians
 from ss4d.render.camera import orbit_camera
-from ss4d.render.gaussians import Gaussians
 from ss4d.render.input_view import crop_box, cropped_camera, estimate_input_view
 from ss4d.render.preview import gaussians_to_voxels, render_voxels, voxel_colors_from_gaussians
 

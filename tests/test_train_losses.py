@@ -7,7 +7,7 @@ import pytest
 import torch
 from test_train_helpers import one_thread  # noqa: F401 (autouse fixture)
 
-from ss4d.render.gaussians import Gaussians
+from ss4d.gaussians import Gaussians
 from ss4d.train import flow_matching as fm
 from ss4d.train import losses as L
 
@@ -113,7 +113,7 @@ def test_euler_sampler_recovers_constant_target():
 
 
 def test_voxel_color_l1_against_a_direct_computation():
-    from ss4d.render.gaussians import SH_C0
+    from ss4d.gaussians import SH_C0
     from ss4d.sparse import SparseTensor
     from ss4d.train.trainers import voxel_color_l1
 

@@ -18,9 +18,11 @@ import math
 import numpy as np
 import torch
 
+from ss4d.lowdiscrepancy import PRIMES, hammersley_sequence, radical_inverse
 from ss4d.render.camera import Camera, intrinsics_from_fov
 
 __all__ = [
+    "PRIMES",
     "radical_inverse",
     "hammersley_sequence",
     "sphere_hammersley_sequence",
@@ -28,26 +30,6 @@ __all__ = [
     "hammersley_cameras",
     "look_at_camera",
 ]
-
-PRIMES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53)
-
-
-def radical_inverse(base: int, n: int) -> float:
-    """Van der Corput radical inverse of the integer ``n`` in ``base``."""
-    val, inv_base = 0.0, 1.0 / base
-    f = inv_base
-    while n > 0:
-        n, digit = divmod(n, base)
-        val += digit * f
-        f *= inv_base
-    return val
-
-
-def hammersley_sequence(dim: int, n: int, num_samples: int) -> list[float]:
-    """Point ``n`` of the ``dim``-dimensional Hammersley set of ``num_samples`` points:
-    ``(n / N, radinv_2(n), radinv_3(n), ...)``."""
-    return [n / num_samples] + [radical_inverse(PRIMES[d], n) for d in range(dim - 1)]
-
 
 def sphere_hammersley_sequence(n: int, num_samples: int, offset=(0.0, 0.0), remap: bool = False
                                ) -> tuple[float, float]:

@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ss4d.gaussians import Gaussians
 from ss4d.render.camera import Camera
-from ss4d.render.gaussians import Gaussians
 from ss4d.render.rasterizer import rasterize
 
 from .hammersley import look_at_camera

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..nn.blocks import ModulatedTransformerCrossBlock
 from ..nn.embed import TimestepEmbedder, absolute_position_embedding
-from ..sparse.resblock import SparseResBlock
+from ..nn.resblock import SparseResBlock
 from ..sparse.tensor import SparseTensor
 
 CONV_TYPES = ("3D", "3D_1D", "3D_4D", "4D")

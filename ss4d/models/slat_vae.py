@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..gaussians import Gaussians, hammersley_offsets
 from ..nn.blocks import TransformerBlock
 from ..nn.embed import absolute_position_embedding
-from ..render.gaussians import Gaussians, hammersley_offsets
 from ..sparse.tensor import SparseTensor
 
 DEFAULT_REP = {

@@ -1,4 +1,5 @@
 """ss4d.render: cameras (official TRELLIS/SS4D conventions) and a pure-PyTorch tile-based 3D Gaussian rasterizer."""
+from ..gaussians import Gaussians
 from .camera import (
     Camera,
     blender_c2w_to_opencv_extrinsics,
@@ -10,7 +11,6 @@ from .camera import (
     orbit_position,
     project_points,
 )
-from .gaussians import Gaussians
 from .rasterizer import project_gaussians, rasterize, render_frames
 
 __all__ = [

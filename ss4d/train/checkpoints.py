@@ -135,7 +135,7 @@ def official_init(model: nn.Module) -> nn.Module:
     Dense SS-VAE ResBlocks already zero `conv2` in their constructor; the image conditioner is left as built."""
     from ..models.slat_vae import SLatEncoder, SLatGaussianDecoder
     from ..models.ss_vae import ResBlock3d
-    from ..sparse.resblock import SparseResBlock
+    from ..nn.resblock import SparseResBlock
 
     for m in model.modules():
         if isinstance(m, nn.Linear):

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn.norm import LayerNorm32
-from .conv import SparseConv
-from .spatial import sparse_downsample, sparse_upsample
-from .tensor import SparseTensor
+from ..sparse.conv import SparseConv
+from ..sparse.spatial import sparse_downsample, sparse_upsample
+from ..sparse.tensor import SparseTensor
+from .norm import LayerNorm32
 
 KERNELS = {"3d": (3, 3, 3), "1d": (3, 1, 1, 1), "4d": (3, 3, 3, 3)}
 

@@ -10,10 +10,15 @@ written like the official TRELLIS ``Gaussian.save_ply`` from the *activated* val
 so it never saturates to +-inf), ``scale_i = log(get_scaling)`` and ``rot`` is the normalised ``get_rotation``
 quaternion (w, x, y, z).
 
-By default positions stay in the ss4d world (z up, object in the [-0.5, 0.5]^3 box). ``transform`` (a 3x3
-rotation, e.g. :data:`Z_UP_TO_Y_UP`, the matrix the newer official ``save_ply`` applies by default) rotates
-positions and orientations for viewers that expect another up axis; :func:`load_ply` undoes it when given the
-same matrix.
+By default positions stay in the ss4d world (z up, object in the [-0.5, 0.5]^3 box). ``up="y"`` rotates positions
+and orientations into a y-up world (:data:`Y_UP`: ``(x, y, z) -> (x, z, -y)``, the glTF / three.js convention);
+``up="y-down"`` applies :data:`Z_UP_TO_Y_UP`, the matrix the newer official ``save_ply`` uses (``(x, -z, y)``: the
+object's up becomes -y, as in COLMAP-style scenes). Any other 3x3 rotation can be given as ``transform``;
+:func:`load_ply` undoes it when given the same ``up`` / matrix.
+
+``sh_degree=d`` (1..3) adds ``f_rest_0 .. f_rest_{3((d+1)^2-1)-1}`` zeros after ``f_dc_2`` (the INRIA order), since
+the reference 3DGS loader asserts exactly ``3 (max_sh_degree+1)^2 - 3`` of them; ss4d Gaussians are view-independent
+(degree 0), so the padding changes nothing visible.
 """
 from __future__ import annotations
 
@@ -26,13 +31,35 @@ from plyfile import PlyData, PlyElement
 from ss4d.io_utils import atomic_file
 from ss4d.render.gaussians import Gaussians, inverse_softplus
 
-__all__ = ["PLY_PROPERTIES", "Z_UP_TO_Y_UP", "gaussians_to_ply_arrays", "load_ply", "save_ply"]
+__all__ = ["PLY_PROPERTIES", "UP_AXES", "Y_UP", "Z_UP_TO_Y_UP", "gaussians_to_ply_arrays", "load_ply",
+           "ply_properties", "save_ply"]
 
 PLY_PROPERTIES = ("x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
                   "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3")
 
-#: z-up world -> y-up world (``(x, y, z) -> (x, -z, y)`` as row vectors ``p @ M.T``), the official default
+#: the official TRELLIS ``save_ply`` default (``(x, y, z) -> (x, -z, y)`` as row vectors ``p @ M.T``): up becomes -y
 Z_UP_TO_Y_UP = ((1.0, 0.0, 0.0), (0.0, 0.0, -1.0), (0.0, 1.0, 0.0))
+#: z-up world -> y-up world (``(x, y, z) -> (x, z, -y)``): x stays, the old up (+z) becomes +y
+Y_UP = ((1.0, 0.0, 0.0), (0.0, 0.0, 1.0), (0.0, -1.0, 0.0))
+#: ``up`` names accepted by :func:`save_ply` / :func:`load_ply` and their rotations
+UP_AXES = {"z": None, "y": Y_UP, "y-down": Z_UP_TO_Y_UP}
+
+
+def ply_properties(sh_degree: int = 0) -> tuple[str, ...]:
+    """The vertex property names in file order for SH degree ``sh_degree`` (0..3; f_rest_* are inserted after
+    f_dc_2 as in the INRIA 3DGS ``construct_list_of_attributes``)."""
+    if sh_degree not in (0, 1, 2, 3):
+        raise ValueError(f"sh_degree must be 0, 1, 2 or 3, got {sh_degree!r}")
+    rest = tuple(f"f_rest_{i}" for i in range(3 * ((sh_degree + 1) ** 2 - 1)))
+    return PLY_PROPERTIES[:9] + rest + PLY_PROPERTIES[9:]
+
+
+def _up_transform(up: str, transform):
+    if up not in UP_AXES:
+        raise ValueError(f"up must be one of {sorted(UP_AXES)}, got {up!r}")
+    if transform is not None and up != "z":
+        raise ValueError("give either up or transform, not both")
+    return transform if transform is not None else UP_AXES[up]
 
 
 def _quat_to_mat(q: np.ndarray) -> np.ndarray:
@@ -97,11 +124,15 @@ def gaussians_to_ply_arrays(gaussians: Gaussians, transform=None) -> dict[str, n
     return {k: np.ascontiguousarray(cols[k], dtype=np.float32) for k in PLY_PROPERTIES}
 
 
-def save_ply(gaussians: Gaussians, path, *, transform=None, overwrite: bool = True, comments=()) -> Path:
-    """Write one frame of Gaussians as a binary little-endian INRIA-3DGS PLY (atomically) and return the path."""
+def save_ply(gaussians: Gaussians, path, *, up: str = "z", sh_degree: int = 0, transform=None,
+             overwrite: bool = True, comments=()) -> Path:
+    """Write one frame of Gaussians as a binary little-endian INRIA-3DGS PLY (atomically) and return the path.
+
+    ``up``: ``"z"`` (ss4d's world), ``"y"`` or ``"y-down"`` (see the module doc); ``sh_degree``: f_rest_* zeros."""
     path = Path(path)
-    cols = gaussians_to_ply_arrays(gaussians, transform)
-    data = np.empty(len(gaussians), dtype=[(k, "<f4") for k in PLY_PROPERTIES])
+    names = ply_properties(sh_degree)
+    cols = gaussians_to_ply_arrays(gaussians, _up_transform(up, transform))
+    data = np.zeros(len(gaussians), dtype=[(k, "<f4") for k in names])
     for k, v in cols.items():
         data[k] = v
     el = PlyElement.describe(data, "vertex")
@@ -111,11 +142,11 @@ def save_ply(gaussians: Gaussians, path, *, transform=None, overwrite: bool = Tr
     return path
 
 
-def load_ply(path, *, transform=None, **gaussian_kw) -> Gaussians:
+def load_ply(path, *, up: str = "z", transform=None, **gaussian_kw) -> Gaussians:
     """Read an INRIA-3DGS PLY into :class:`Gaussians` (raw parameters recomputed from the stored activated values,
     so ``get_xyz / get_scaling / get_rotation / get_opacity`` match what was saved within float32 tolerance and
-    ``_features_dc`` is exact). Extra properties (``f_rest_*``, ...) are ignored. ``transform`` is the matrix the
-    file was written with (its inverse is applied). ``gaussian_kw``: ``aabb``, ``scaling_bias``, ... for the
+    ``_features_dc`` is exact). Extra properties (``f_rest_*``, ...) are ignored. ``up`` / ``transform`` are what the
+    file was written with (the inverse rotation is applied). ``gaussian_kw``: ``aabb``, ``scaling_bias``, ... for the
     returned object."""
     path = Path(path)
     try:
@@ -134,7 +165,7 @@ def load_ply(path, *, transform=None, **gaussian_kw) -> Gaussians:
     xyz, f_dc = col("x", "y", "z"), col("f_dc_0", "f_dc_1", "f_dc_2")
     logit, log_s, rot = col("opacity")[:, 0], col("scale_0", "scale_1", "scale_2"), col("rot_0", "rot_1", "rot_2",
                                                                                             "rot_3")
-    M = _rotation(transform)
+    M = _rotation(_up_transform(up, transform))
     if M is not None and len(v):
         xyz = xyz @ M  # inverse of p @ M.T
         rot = _mat_to_quat(M.T[None] @ _quat_to_mat(rot))

@@ -1,7 +1,8 @@
 """Write a whole generation result: exports (PLY frames, .ss4d container, animated GLB, web viewer) and renders.
 
 Everything is written into a temporary folder next to the target and renamed into place at the end, so a
-failed run leaves nothing half-written and an existing output is only replaced with `overwrite=True`.
+failed run leaves nothing half-written and an existing output is only replaced with `overwrite=True` (an existing
+*empty* folder counts as free).
 """
 from __future__ import annotations
 
@@ -15,12 +16,19 @@ from .renders import write_all_renders
 from .viewer import write_viewer
 
 
-def export_plys(gaussians_list, folder, overwrite: bool = False) -> list[Path]:
+def is_empty_dir(path) -> bool:
+    """True when ``path`` is an existing folder with nothing in it (such an output target is free to use)."""
+    path = Path(path)
+    return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+
+
+def export_plys(gaussians_list, folder, overwrite: bool = False, *, up: str = "z", sh_degree: int = 0) -> list[Path]:
+    """Write ``folder/frame_XXX.ply`` per frame (``up`` / ``sh_degree`` as in :func:`save_ply`), all or nothing."""
     folder = Path(folder)
-    with atomic_dir(folder, overwrite=overwrite) as tmp:
+    with atomic_dir(folder, overwrite=overwrite or is_empty_dir(folder)) as tmp:
         names = [f"frame_{t:03d}.ply" for t in range(len(gaussians_list))]
         for g, n in zip(gaussians_list, names):
-            save_ply(g, Path(tmp) / n)
+            save_ply(g, Path(tmp) / n, up=up, sh_degree=sh_degree)
     return [folder / n for n in names]
 
 
@@ -37,9 +45,10 @@ def _grid_resolution(coords) -> int:
 
 
 def save_result(result, out_dir, overwrite: bool = False, renders: bool = True, render_size: int = 256) -> Path:
+    """Write the result's exports (and renders) into ``out_dir`` in one atomic step and return ``out_dir``."""
     out_dir = Path(out_dir)
     res = _grid_resolution(result.coords)
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+    with atomic_dir(out_dir, overwrite=overwrite or is_empty_dir(out_dir)) as tmp:
         tmp = Path(tmp)
         (tmp / "ply").mkdir()
         plys = []
@@ -53,7 +62,7 @@ def save_result(result, out_dir, overwrite: bool = False, renders: bool = True, 
                             "timings": result.timings}, input_frames=result.frames)
         gaussians_to_glb(tmp / "animation.glb", result.gaussians, result.fps, coords=result.coords,
                          resolution=res)
-        write_viewer(tmp, plys, result.fps)
+        write_viewer(tmp, result.gaussians, result.fps)
         if renders:
             write_all_renders(tmp / "renders", result.gaussians, result.frames, result.coords, result.fps,
                               resolution=render_size, voxel_resolution=res,

@@ -1,6 +1,10 @@
-/* ss4d splat viewer: plays a sequence of INRIA-3DGS .ply frames with WebGL2.
+/* ss4d splat viewer: plays a sequence of 3D Gaussian frames with WebGL2.
  *
- * No external libraries. Per frame the Gaussians are parsed from the binary PLY, packed into an RGBA32F texture
+ * Frames come embedded in the page as compact "SS4F" records (see decodeFrame; written by ss4d/export/viewer.py),
+ * one inline script calling ss4dFrame(i, base64) each, so the page works when opened straight from disk and draws
+ * every frame as soon as the parser reaches it. INRIA-3DGS .ply files can also be picked or dropped onto the page.
+ *
+ * No external libraries. Per frame the Gaussians are decoded, packed into an RGBA32F texture
  * (4 texels each: position+opacity, colour, covariance) and drawn as instanced quads: the vertex shader projects
  * the 3D covariance to 2D (EWA, with the mip-splatting 0.1 px^2 screen filter and opacity compensation used by
  * ss4d's rasterizer) and stretches the quad to 3 sigma along the eigenvectors; the fragment shader evaluates the
@@ -123,6 +127,41 @@
     ];
   }
 
+  /* Decode one compact "SS4F" frame (little-endian): magic "SS4F", uint32 n, float32 lo[3], hi[3], smin, smax, then
+   * uint16 position[3n] (lo + q / 65535 (hi - lo)), int8 rotation[4n] (w, x, y, z; q / 127, renormalised),
+   * uint8 rgba[4n] (colour and opacity times 255), uint8 logScale[3n] (smin + q / 255 (smax - smin)).
+   * Returns the same {count, position, color, cov} as parsePly. */
+  function decodeFrame(buffer) {
+    var bytes = new Uint8Array(buffer), HEAD = 40;
+    if (bytes.length < HEAD || String.fromCharCode(bytes[0], bytes[1], bytes[2], bytes[3]) !== 'SS4F') {
+      throw new Error('not an ss4d frame record');
+    }
+    var dv = new DataView(buffer, 0), n = dv.getUint32(4, true);
+    if (bytes.length !== HEAD + 17 * n) throw new Error('frame record has ' + bytes.length + ' bytes, expected ' + (HEAD + 17 * n));
+    var lo = [], span = [];
+    for (var a = 0; a < 3; a++) {
+      lo.push(dv.getFloat32(8 + 4 * a, true));
+      span.push((dv.getFloat32(20 + 4 * a, true) - lo[a]) / 65535);
+    }
+    var smin = dv.getFloat32(32, true), sstep = (dv.getFloat32(36, true) - smin) / 255;
+    var o = HEAD, pos = new Uint16Array(n * 3);
+    for (var j = 0; j < 3 * n; j++) pos[j] = dv.getUint16(o + 2 * j, true);
+    o += 6 * n;
+    var rot = new Int8Array(buffer, o, 4 * n); o += 4 * n;
+    var rgba = new Uint8Array(buffer, o, 4 * n); o += 4 * n;
+    var ls = new Uint8Array(buffer, o, 3 * n);
+    var position = new Float32Array(3 * n), color = new Float32Array(4 * n), cov = new Float32Array(6 * n);
+    for (var i = 0; i < n; i++) {
+      for (var k = 0; k < 3; k++) position[3 * i + k] = lo[k] + pos[3 * i + k] * span[k];
+      for (k = 0; k < 4; k++) color[4 * i + k] = rgba[4 * i + k] / 255;
+      var c = covariance(Math.exp(smin + ls[3 * i] * sstep), Math.exp(smin + ls[3 * i + 1] * sstep),
+        Math.exp(smin + ls[3 * i + 2] * sstep), rot[4 * i] / 127, rot[4 * i + 1] / 127, rot[4 * i + 2] / 127,
+        rot[4 * i + 3] / 127);
+      for (k = 0; k < 6; k++) cov[6 * i + k] = c[k];
+    }
+    return { count: n, position: position, color: color, cov: cov };
+  }
+
   // ------------------------------------------------------------------------------------------------------------
   // camera maths (row-major 4x4 arrays)
   // ------------------------------------------------------------------------------------------------------------
@@ -155,10 +194,11 @@
     return C;
   }
 
-  // file coordinates -> z-up world (row-major 4x4)
+  // file coordinates -> z-up world (row-major 4x4), for dropped PLYs (ss4d.export.ply's up names)
   var UP_TRANSFORMS = {
     z: [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1],
-    y: [1, 0, 0, 0, 0, 0, 1, 0, 0, -1, 0, 0, 0, 0, 0, 1] // inverse of (x, y, z) -> (x, -z, y)
+    y: [1, 0, 0, 0, 0, 0, -1, 0, 0, 1, 0, 0, 0, 0, 0, 1], // inverse of (x, y, z) -> (x, z, -y)
+    'y-down': [1, 0, 0, 0, 0, 0, 1, 0, 0, -1, 0, 0, 0, 0, 0, 1] // inverse of (x, y, z) -> (x, -z, y)
   };
 
   /* Front-to-back order of the Gaussians in front of the camera (view z > near): 16-bit counting sort.
@@ -374,13 +414,20 @@
     return out.buffer;
   }
 
+  /* The player. Frames arrive one by one (receive / addFrame); the first one is drawn at once, the others join
+   * playback as they come, and a frame that fails is reported and skipped. State for tests: frames, errors,
+   * frameIndex, drawnFrame (last frame drawn), done (all frames arrived or failed). */
   function App(config) {
-    var self = this;
     this.config = config;
     this.$ = function (id) { return document.getElementById(id); };
     this.canvas = this.$('ss4d-canvas');
+    this.total = config.frameCount || 0;
     this.frames = [];
+    this.errors = [];
+    this.loaded = 0;
+    this.done = false;
     this.frameIndex = 0;
+    this.drawnFrame = -1;
     this.fps = config.fps || 30;
     this.playing = true;
     this.fov = (config.fov || 40) * Math.PI / 180;
@@ -388,17 +435,22 @@
       pitch: (config.pitch === undefined ? 20 : config.pitch) * Math.PI / 180,
       radius: config.radius || 2, target: [0, 0, 0] };
     this.cam = JSON.parse(JSON.stringify(this.home));
-    this.upMatrix = UP_TRANSFORMS[config.up || 'z'] || UP_TRANSFORMS.z;
+    this.upMatrix = UP_TRANSFORMS.z;
     this.dirty = true;
     this.orderKey = null;
+    this.renderer = null;
     try {
       this.renderer = new Renderer(this.canvas);
     } catch (e) {
+      this.fatal = e.message;
       this.status('Error: ' + e.message, true);
       return;
     }
     this.bindUi();
-    this.load().then(function () { self.start(); }, function (e) { self.loadFailed(e); });
+    this.readHash();
+    this.setTotal(this.total);
+    this.showProgress();
+    this.start();
   }
 
   App.prototype.status = function (msg, isError) {
@@ -408,55 +460,86 @@
     el.style.display = msg ? 'block' : 'none';
   };
 
-  App.prototype.load = function () {
-    var self = this, files = this.config.frames || [], done = 0;
-    this.status('Loading ' + files.length + ' frames...');
-    var embedded = this.config.embedded ? document.querySelectorAll('script[type="application/x-ss4d-ply"]') : [];
-    return Promise.all(files.map(function (url, i) {
-      var p;
-      if (embedded.length === files.length) p = Promise.resolve(base64ToBuffer(embedded[i].textContent.trim()));
-      else p = fetch(url).then(function (r) {
-        if (!r.ok) throw new Error(url + ': HTTP ' + r.status);
-        return r.arrayBuffer();
-      });
-      return p.then(function (buf) {
-        self.addFrame(i, parsePly(buf));
-        done++;
-        self.status('Loading frames... ' + done + ' / ' + files.length);
-      });
-    })).then(function () { self.status(''); });
+  App.prototype.showProgress = function () {
+    if (this.fatal) return;
+    var failed = [], msg = '';
+    for (var i = 0; i < this.total; i++) if (this.errors[i]) failed.push(i);
+    if (!this.done) msg = 'Loading frames... ' + this.loaded + ' / ' + this.total + (this.loaded ? '' : ' (first frame)');
+    if (failed.length) {
+      msg += (msg ? ' ' : '') + failed.length + ' frame' + (failed.length > 1 ? 's' : '') + ' could not be read ('
+        + failed.slice(0, 3).map(function (i) { return 'frame ' + (i + 1) + ': ' + this.errors[i]; }, this).join('; ')
+        + (failed.length > 3 ? '; ...' : '') + '); the other frames play.';
+    } else if (this.done && !this.loaded) msg = 'No frames to show.';
+    this.status(msg, failed.length > 0 || (this.done && !this.loaded));
   };
 
-  App.prototype.loadFailed = function (e) {
-    var self = this;
-    var viaFile = location.protocol === 'file:';
-    this.status('Could not load the frames (' + e.message + ').' + (viaFile
-      ? ' Browsers block file:// loads: run "python -m http.server" in this folder and open http://localhost:8000/'
-        + (location.pathname.split('/').pop() || '') + ', or choose / drop the .ply files here.'
-      : ' Choose or drop the .ply files here.'), true);
-    this.$('ss4d-pick').style.display = 'inline-block';
-    var input = this.$('ss4d-files');
-    input.onchange = function () { self.loadLocal(input.files); };
-    document.body.addEventListener('dragover', function (ev) { ev.preventDefault(); });
-    document.body.addEventListener('drop', function (ev) { ev.preventDefault(); self.loadLocal(ev.dataTransfer.files); });
+  /* One embedded frame (base64 of an SS4F record) has arrived: decode, upload and (if current) draw it. */
+  App.prototype.receive = function (i, b64) {
+    try {
+      if (!(i >= 0 && i < this.total)) throw new Error('unexpected frame number ' + i);
+      this.addFrame(i, decodeFrame(base64ToBuffer(b64)));
+    } catch (e) {
+      this.errors[i] = e.message || String(e);
+    }
+    this.showProgress();
+  };
+
+  /* No more frames will arrive: any frame not received is reported as missing. */
+  App.prototype.finish = function () {
+    if (this.done) return;
+    for (var i = 0; i < this.total; i++) {
+      if (!this.frames[i] && !this.errors[i]) this.errors[i] = 'missing from the file';
+    }
+    this.done = true;
+    this.showProgress();
+  };
+
+  App.prototype.addFrame = function (i, frame) {
+    this.renderer.upload(i, frame);
+    this.frames[i] = frame;
+    this.loaded++;
+    if (this.loaded === 1 && !this.frames[this.frameIndex] && !this.pinned) this.frameIndex = i;
+    this.setFrame(this.frameIndex);
+    if (i === this.frameIndex) this.render(); // draw now, not only at the next animation frame
+  };
+
+  App.prototype.setTotal = function (n) {
+    this.total = n;
+    this.$('ss4d-slider').max = String(Math.max(0, n - 1));
+    this.setFrame(this.frameIndex);
+  };
+
+  /* A URL hash "#frame=K" (0-based, like the slider) shows frame K paused. */
+  App.prototype.readHash = function () {
+    var m = /(?:^#|&)frame=(\d+)/.exec(location.hash || '');
+    if (!m) return;
+    this.pinned = true;
+    this.setPlaying(false);
+    this.setFrame(parseInt(m[1], 10));
   };
 
   App.prototype.loadLocal = function (fileList) {
     var self = this;
     var files = Array.prototype.slice.call(fileList).filter(function (f) { return /\.ply$/i.test(f.name); });
     files.sort(function (a, b) { return naturalCompare(a.name, b.name); });
-    if (!files.length) return;
+    if (!files.length || !this.renderer) return;
     this.frames = [];
+    this.errors = [];
     this.renderer.textures = [];
-    Promise.all(files.map(function (f, i) {
-      return f.arrayBuffer().then(function (buf) { self.addFrame(i, parsePly(buf)); });
-    })).then(function () { self.status(''); self.$('ss4d-pick').style.display = 'none'; self.start(); },
-      function (e) { self.status('Error: ' + e.message, true); });
-  };
-
-  App.prototype.addFrame = function (i, frame) {
-    this.frames[i] = frame;
-    this.renderer.upload(i, frame);
+    this.loaded = 0;
+    this.done = false;
+    this.frameIndex = 0;
+    this.pinned = false;
+    this.upMatrix = UP_TRANSFORMS[this.$('ss4d-up').value] || UP_TRANSFORMS.z;
+    this.orderKey = null;
+    this.setTotal(files.length);
+    var next = function (i) { // one after the other, so each frame shows up as soon as it is parsed
+      if (i >= files.length) { self.finish(); return; }
+      files[i].arrayBuffer().then(function (buf) { self.addFrame(i, parsePly(buf)); })
+        .catch(function (e) { self.errors[i] = files[i].name + ': ' + e.message; })
+        .then(function () { self.showProgress(); next(i + 1); });
+    };
+    next(0);
   };
 
   App.prototype.bindUi = function () {
@@ -470,6 +553,10 @@
     };
     this.$('ss4d-bg').onchange = function () { document.body.style.background = self.$('ss4d-bg').value; };
     this.$('ss4d-reset').onclick = function () { self.cam = JSON.parse(JSON.stringify(self.home)); self.dirty = true; };
+    var input = this.$('ss4d-files');
+    input.onchange = function () { self.loadLocal(input.files); };
+    document.body.addEventListener('dragover', function (ev) { ev.preventDefault(); });
+    document.body.addEventListener('drop', function (ev) { ev.preventDefault(); self.loadLocal(ev.dataTransfer.files); });
     c.addEventListener('contextmenu', function (e) { e.preventDefault(); });
     c.addEventListener('pointerdown', function (e) {
       c.setPointerCapture(e.pointerId);
@@ -508,11 +595,20 @@
     }, { passive: false });
     c.addEventListener('touchend', function (e) { if (e.touches.length < 2) pinch = null; });
     window.addEventListener('keydown', function (e) {
-      if (e.target && e.target.tagName === 'INPUT' && e.target.type !== 'range') return;
-      if (e.code === 'Space') { e.preventDefault(); self.setPlaying(!self.playing); }
-      else if (e.code === 'ArrowRight') { self.setPlaying(false); self.setFrame(self.frameIndex + 1); }
-      else if (e.code === 'ArrowLeft') { self.setPlaying(false); self.setFrame(self.frameIndex - 1); }
+      var t = e.target, tag = t && t.tagName;
+      // text fields and drop-downs keep their keys; a focused button is pressed by space itself
+      if (tag === 'SELECT' || tag === 'TEXTAREA' || (tag === 'INPUT' && t.type !== 'range')) return;
+      if (e.code === 'Space') {
+        if (tag === 'BUTTON') return;
+        e.preventDefault();
+        self.setPlaying(!self.playing);
+      } else if (e.code === 'ArrowRight' || e.code === 'ArrowLeft') {
+        e.preventDefault(); // a focused slider would otherwise step as well: one key press, one frame
+        self.setPlaying(false);
+        self.step(e.code === 'ArrowRight' ? 1 : -1);
+      }
     });
+    window.addEventListener('hashchange', function () { self.readHash(); });
     window.addEventListener('resize', function () { self.dirty = true; });
   };
 
@@ -528,13 +624,24 @@
   };
 
   App.prototype.setFrame = function (i) {
-    var n = this.frames.length;
+    var n = this.total;
     if (!n) return;
     this.frameIndex = ((i % n) + n) % n;
+    var fr = this.frames[this.frameIndex], err = this.errors[this.frameIndex];
     this.$('ss4d-slider').value = String(this.frameIndex);
     this.$('ss4d-label').textContent = (this.frameIndex + 1) + ' / ' + n;
-    this.$('ss4d-count').textContent = (this.frames[this.frameIndex] ? this.frames[this.frameIndex].count : 0) + ' Gaussians';
+    this.$('ss4d-count').textContent = fr ? fr.count + ' Gaussians' : (err ? 'frame not readable' : 'loading...');
     this.dirty = true;
+  };
+
+  /* Move k frames (wrapping) among the frames that have arrived; stays put when no other frame is there. */
+  App.prototype.step = function (k) {
+    var n = this.total, dir = k < 0 ? -1 : 1, i = this.frameIndex, left = Math.abs(k);
+    for (var tries = 0; left > 0 && tries < n * Math.max(1, left); tries++) {
+      i = ((i + dir) % n + n) % n;
+      if (this.frames[i]) { left--; if (!left) break; }
+    }
+    if (this.frames[i]) this.setFrame(i);
   };
 
   App.prototype.worldView = function () { // z-up world -> camera
@@ -547,20 +654,15 @@
   };
 
   App.prototype.start = function () {
-    var self = this, n = this.frames.length;
-    this.$('ss4d-slider').max = String(Math.max(0, n - 1));
-    this.setFrame(0);
-    this.setPlaying(n > 1 && this.playing);
-    if (this.started) return;
-    this.started = true;
+    var self = this;
     var loop = function (now) {
-      if (self.playing && self.frames.length > 1) {
+      if (self.playing && self.loaded > 1) {
         if (self.lastTick == null) self.lastTick = now;
         var step = 1000 / self.fps;
         if (now - self.lastTick >= step) {
           var k = Math.floor((now - self.lastTick) / step);
           self.lastTick += k * step;
-          self.setFrame(self.frameIndex + k);
+          self.step(k);
         }
       }
       self.render();
@@ -576,28 +678,32 @@
     if (!this.dirty) return;
     this.dirty = false;
     var frame = this.frames[this.frameIndex];
-    if (!frame) return;
     var view = this.viewMatrix();
-    var key = this.frameIndex + ':' + view.join(',');
-    if (key !== this.orderKey) {
-      this.renderer.setOrder(sortByDepth(frame.position, frame.count, view, 0.2));
-      this.orderKey = key;
+    if (frame) {
+      var key = this.frameIndex + ':' + view.join(',');
+      if (key !== this.orderKey) {
+        this.renderer.setOrder(sortByDepth(frame.position, frame.count, view, 0.2));
+        this.orderKey = key;
+      }
     }
     var focal = 0.5 * h / Math.tan(this.fov / 2);
-    this.renderer.draw(this.frameIndex, view, focal, w, h);
+    this.renderer.draw(frame ? this.frameIndex : -1, view, focal, w, h); // clears when the frame is not there
+    this.drawnFrame = frame ? this.frameIndex : -1;
   };
 
   root.SS4DViewer = {
-    parsePly: parsePly, covariance: covariance, lookAt: lookAt, orbitEye: orbitEye, sortByDepth: sortByDepth,
-    packFrame: packFrame, matMul: matMul, UP_TRANSFORMS: UP_TRANSFORMS, VS: VS, FS: FS, App: App
+    parsePly: parsePly, decodeFrame: decodeFrame, covariance: covariance, lookAt: lookAt, orbitEye: orbitEye,
+    sortByDepth: sortByDepth, packFrame: packFrame, matMul: matMul, UP_TRANSFORMS: UP_TRANSFORMS, VS: VS, FS: FS,
+    App: App
   };
 
+  // the page's embedded frames call these (the viewer script comes after the page's controls, before the frames)
+  root.ss4dFrame = function (i, b64) { if (root.ss4dApp && root.ss4dApp.renderer) root.ss4dApp.receive(i, b64); };
+  root.ss4dFramesEnd = function () { if (root.ss4dApp && root.ss4dApp.renderer) root.ss4dApp.finish(); };
+
   if (typeof document !== 'undefined' && document.getElementById('ss4d-config')) {
-    var start = function () {
-      var cfg = JSON.parse(document.getElementById('ss4d-config').textContent);
-      root.ss4dApp = new App(cfg);
-    };
-    if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start);
-    else start();
+    root.ss4dApp = new App(JSON.parse(document.getElementById('ss4d-config').textContent));
+    // a truncated file never reaches ss4dFramesEnd: the load event closes the list instead
+    root.addEventListener('load', function () { root.ss4dFramesEnd(); });
   }
 })(typeof window !== 'undefined' ? window : globalThis);

@@ -266,7 +266,7 @@ def test_harness_writes_report_files(run1):
     root, rep = run1["root"], run1["report"]
     on_disk = json.loads((root / "report.json").read_text())
     assert on_disk == sanitize(rep)
-    assert set(on_disk["results"]) == {"ss4d", "per-frame", "static"}
+    assert set(on_disk["results"]) == {"empty", "ss4d", "per-frame", "static"}
     scored = {a["id"]: a for a in on_disk["assets"]}
     assert scored["AnimatedMorphCube"]["scored"] and scored["Fox"]["scored"]
     assert scored["box"]["code"] == "no_animation" and not scored["box"]["scored"]
@@ -342,12 +342,13 @@ def test_gt_copy_as_predictions_scores_perfectly(run1, tmp_path):
         assert e["status"] == "ok" and not e["not_scored"]
         for where in ("input", "novel"):
             assert math.isinf(e[where]["psnr"]) and e[where]["ssim"] == pytest.approx(1.0)
+            assert math.isinf(e[where]["masked_psnr"]) and e[where]["masked_ssim"] == pytest.approx(1.0)
             assert e[where]["mask_iou"] == 1.0
         assert e["flicker"]["input"] == 0.0 and e["flicker"]["novel"] == 0.0
         assert e["geometry"]["voxel_iou"] == [1.0] * 4 and e["geometry"]["chamfer"] == [0.0] * 4
         assert "pose" not in e
     md = (out / "report.md").read_text()
-    assert "| gtcopy | 2/2 | inf | 1.000 | 1.000 |" in md
+    assert "| gtcopy | 2/2 | inf | inf | 1.000 | 1.000 | 1.000 |" in md
     assert json.loads((out / "report.json").read_text())["results"]["gtcopy"]["Fox"]["input"]["psnr"] == "inf"
 
 
@@ -511,3 +512,162 @@ def test_procedural_ground_truth_and_gt_copy_scores_perfectly(tmp_path):
     assert e["status"] == "ok"
     assert math.isinf(e["input"]["psnr"]) and e["geometry"]["voxel_iou"] == [1.0] * 3
     assert any(a["id"] == "procedural:bad" and a["code"] == "bad_spec" for a in rep["assets"])
+
+
+# ================================================================================================================
+# issue #16: evaluation that cannot flatter (empty baseline, masked scores, orientation, splits)
+# ================================================================================================================
+def _write_gt(folder: Path, settings, a0: float, images: dict, voxels: list, asset_id: str = "obj"):
+    """A ground-truth folder by hand: ``images[view]`` = uint8 ``[T, 4, H, W]``."""
+    for v, imgs in images.items():
+        (folder / v).mkdir(parents=True)
+        for t in range(imgs.shape[0]):
+            P.write_rgba(folder / v / P.frame_file(t), imgs[t].permute(1, 2, 0).numpy())
+    np.savez_compressed(folder / "voxels.npz",
+                        **{f"f{t:03d}": v.numpy().astype(np.int32) for t, v in enumerate(voxels)})
+    meta = {"a0_deg": a0, "views": settings.views}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return P.GroundTruth(asset_id, folder, meta, settings)
+
+
+def test_empty_baseline_psnr_is_hand_computed(tmp_path):
+    from ss4d.eval.baselines import EmptyMethod
+
+    settings = P.GTSettings(num_frames=2, size=16, view_offsets=(0, 90), resolution=8)
+    imgs = {}
+    for k, v in enumerate(settings.views):
+        x = torch.zeros(2, 4, 16, 16, dtype=torch.uint8)
+        x[:, 3, 2:8, 3:9] = 255                      # an opaque 6x6 object of colour (0, 51, 102 + 10 k)
+        x[:, 1, 2:8, 3:9] = 51
+        x[:, 2, 2:8, 3:9] = 102 + 10 * k
+        x[1, 3, 10:12, 10:12] = 128                  # frame 1: plus a half-transparent red 2x2 patch
+        x[1, 0, 10:12, 10:12] = 255
+        imgs[v] = x
+    gt = _write_gt(tmp_path / "gt", settings, 0.0, imgs, [torch.tensor([[1, 2, 3]])] * 2)
+    out = EmptyMethod(tmp_path / "report").produce(gt)
+    sc = P.score_asset(gt, out.renders_dir, pred_voxels=out.voxels)
+    for k, v in enumerate(settings.views):
+        for t in range(2):
+            # by hand: composited truth on white vs an all-white prediction
+            err = np.zeros((16, 16, 3))
+            err[2:8, 3:9] = [1.0, 1 - 51 / 255, 1 - (102 + 10 * k) / 255]
+            if t == 1:
+                a = 128 / 255
+                err[10:12, 10:12] = [0.0, a, a]                 # 1 - (0 * a + (1 - a)) in G and B
+            mse = (err ** 2).mean()
+            assert sc["views"][v]["psnr"][t] == pytest.approx(10 * math.log10(1 / mse), abs=1e-6)
+            m = err.any(-1) if t == 1 else np.zeros((16, 16), bool)
+            m[2:8, 3:9] = True                                  # union of masks = the truth's (alpha > 0.5)
+            m[10:12, 10:12] = t == 1
+            mse_m = (err[m] ** 2).mean()
+            assert sc["views"][v]["masked_psnr"][t] == pytest.approx(10 * math.log10(1 / mse_m), abs=1e-6)
+            assert sc["views"][v]["mask_iou"][t] == 0.0
+    assert sc["geometry"]["voxel_iou"] == [0.0, 0.0]
+    assert sc["input"]["masked_psnr"] < sc["input"]["psnr"]   # the white background no longer counts
+
+
+def _view_aligned_prediction(T, a0, turn):
+    """The truth as a view-aligned model would output it (input camera at yaw 0), turned by ``turn`` degrees."""
+    return [_object(t, turn - a0) for t in range(T)]
+
+
+def test_orientation_yaw_error_and_fixed_yaw_scores(tmp_path):
+    from ss4d.eval.baselines import GeneratedMethod
+
+    T, a0 = 2, 70.0
+    settings = P.GTSettings(num_frames=T, size=64, view_offsets=(0, 90, 180, 270), resolution=32)
+    truth = [_object(t) for t in range(T)]
+    imgs = {v: _render_rgba(truth, cam) for v, cam in zip(settings.views, P.gt_cameras(a0, settings))}
+    gt = _write_gt(tmp_path / "gt", settings, a0, imgs, A.prediction_voxels(truth, 1.0, torch.eye(3), 32))
+    cfg = types.SimpleNamespace(align=dict(FAST_ALIGN), seed=0, device="cpu")
+    res = {}
+    for name, turn in (("right", 0.0), ("backwards", 180.0)):
+        m = GeneratedMethod(name, "model", tmp_path / "r", cfg,
+                            lambda gt, turn=turn: _view_aligned_prediction(T, a0, turn), {"turn": turn},
+                            progress=None, input_yaw_deg=0.0)
+        entry, _ = P.run_method_asset(m, gt, None)
+        assert entry["status"] == "ok", entry
+        res[name] = entry
+    assert abs(res["right"]["orientation"]["yaw_error_deg"]) < 3.0
+    assert abs(res["backwards"]["orientation"]["yaw_error_deg"]) > 177.0
+    assert res["backwards"]["orientation"]["abs_yaw_error_deg"] == abs(res["backwards"]["orientation"]["yaw_error_deg"])
+    # the free search turns the backwards prediction round: both score alike...
+    assert abs(res["right"]["novel"]["psnr"] - res["backwards"]["novel"]["psnr"]) < 2.0
+    # ...at the fixed yaw the backwards one is worse, the right one keeps its score
+    fr, fb = res["right"]["fixed_yaw"], res["backwards"]["fixed_yaw"]
+    assert fr["novel"]["psnr"] == pytest.approx(res["right"]["novel"]["psnr"], abs=1.0)
+    assert fr["novel"]["psnr"] > fb["novel"]["psnr"] + 2.0
+    assert fr["novel"]["masked_psnr"] > fb["novel"]["masked_psnr"] + 2.0
+    assert fr["input"]["psnr"] > fb["input"]["psnr"] + 2.0
+    assert fr["geometry"]["mean_voxel_iou"] > fb["geometry"]["mean_voxel_iou"]
+    assert A.yaw_error_deg(350.0, 0.0) == pytest.approx(-10.0) and A.yaw_error_deg(180.0, 0.0) == pytest.approx(180.0)
+    assert A.yaw_error_deg(10.0, 200.0) == pytest.approx(170.0)
+
+
+def test_split_is_disjoint_stratified_and_committed(shared):
+    from ss4d.eval.splits import asset_id_of, make_asset_split
+
+    cats = {"a": 10, "b": 7, "c": 3, "d": 1}
+    manifest = [{"file": f"assets/{c}_{i}.glb", "category": c} for c, n in cats.items() for i in range(n)]
+    sp = make_asset_split(manifest, seed=1)
+    tr, va, te = (set(sp["splits"][k]) for k in ("train", "validation", "test"))
+    assert not (tr & va or tr & te or va & te) and len(tr | va | te) == 21
+    for c, n in cats.items():
+        got = [sum(sp["categories"][i] == c for i in s) for s in (tr, va, te)]
+        assert sum(got) == n
+        if n >= 3:
+            assert got[1] >= 1 and got[2] >= 1 and got[0] >= round(0.7 * n) - 1
+    assert make_asset_split(manifest, seed=1) == sp != make_asset_split(manifest, seed=2)
+    # the committed split reproduces from the shared manifest
+    committed = json.loads((Path(__file__).parents[1] / "configs" / "splits" / "assets.json").read_text())
+    mp = shared / "data" / "train_assets" / "manifest.json"
+    if mp.is_file():
+        again = make_asset_split(json.loads(mp.read_text()), committed["seed"])
+        assert again["splits"] == committed["splits"]
+        files = {asset_id_of(e["file"]) for e in json.loads(mp.read_text())}
+        assert set().union(*committed["splits"].values()) == files
+    with pytest.raises(ValueError):
+        make_asset_split(manifest, fractions=(0.5, 0.5, 0.5))
+
+
+def test_training_record_of_the_default_model_names_evaluate_ids():
+    from ss4d.eval.splits import load_training_record
+    from ss4d.pipeline.checkpoint_folder import default_model_dir
+
+    rec = load_training_record(default_model_dir())
+    assert rec is not None and rec.input_view_yaw_deg == 0.0
+    assert rec.role("Fox") == "tuned" and rec.role("AnimatedMorphCube") == "trained"
+    assert rec.role("proc0_000042") == "trained" and rec.role("proc1_000003") == "tuned"
+    assert rec.role("proc2_000000") is None and rec.role("quaternius__Dino_Stegosaurus") is None
+    assert rec.role("Fox-0123abcd") == "tuned"     # a duplicate stem's hash suffix
+
+
+def test_training_assets_are_kept_out_of_the_mean(tmp_path):
+    from ss4d.models.tiny import build_tiny, write_model_folder
+
+    model = write_model_folder(tmp_path / "model", build_tiny(0, occupancy_bias=-1.0))
+    (model / "training.json").write_text(json.dumps({"trained_on": ["proc2_000001"], "tuned_on": []}))
+    settings = P.GTSettings(num_frames=2, size=32, view_offsets=(0, 180), resolution=16, seed=1)
+    align = {**FAST_ALIGN, "final_size": 32, "size": 32}
+
+    def run(out, include):
+        cfg = P.EvalConfig(assets=["procedural:2:2"], output=str(out), gt=settings, model=str(model), steps=1,
+                           align=align, seed=1, threads=1, sheet_frames=2, include_training_assets=include)
+        return P.evaluate(cfg, progress=None)
+
+    rep = run(tmp_path / "r", False)
+    assert rep["headline"]["assets"] == ["proc2_000000"]
+    assert rep["headline"]["excluded"] == {"proc2_000001": "trained"}
+    assert {a["id"]: a["role"] for a in rep["assets"]} == {"proc2_000000": None, "proc2_000001": "trained"}
+    assert set(rep["results"]) == {"empty", "ss4d"}
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "proc2_000001 (trained)" in md and "--include-training-assets" in md
+    # the mean row is the held-out asset's own value
+    from ss4d.eval.report import _fmt
+
+    v = rep["results"]["ss4d"]["proc2_000000"]["novel"]["psnr"]
+    row = next(ln for ln in md.splitlines() if ln.startswith("| ss4d | 1/1 |"))
+    assert row.split(" | ")[2] == _fmt(v)
+    rep2 = run(tmp_path / "r", True)      # cached: only the scores and the report again
+    assert rep2["headline"]["assets"] == ["proc2_000000", "proc2_000001"] and not rep2["headline"]["excluded"]
+    assert "it flatters the model" in (tmp_path / "r" / "report.md").read_text()

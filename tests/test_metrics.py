@@ -11,6 +11,8 @@ from ss4d.eval.metrics import (
     composite_white,
     frame_metrics,
     mask_iou,
+    masked_psnr,
+    masked_ssim,
     psnr,
     ssim,
     temporal_change,
@@ -126,6 +128,68 @@ def test_frame_metrics_rgba():
     out = frame_metrics(x, x)
     assert torch.isinf(out["psnr"]).all() and torch.allclose(out["ssim"], torch.ones(2, dtype=torch.float64))
     assert torch.equal(out["mask_iou"], torch.ones(2, dtype=torch.float64))
+
+
+# ------------------------------------------------------------------------------------------------ masked metrics
+def _ssim_window(x: np.ndarray, y: np.ndarray, i: int, j: int) -> float:
+    """SSIM of the one 11x11 window whose top-left corner is (i, j), mean over channels (direct formula)."""
+    r = np.arange(11) - 5.0
+    w = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * 1.5**2))
+    w /= w.sum()
+    vals = []
+    for c in range(x.shape[0]):
+        a, b = x[c, i:i + 11, j:j + 11], y[c, i:i + 11, j:j + 11]
+        ma, mb = (w * a).sum(), (w * b).sum()
+        va, vb = (w * (a - ma) ** 2).sum(), (w * (b - mb) ** 2).sum()
+        cov = (w * (a - ma) * (b - mb)).sum()
+        vals.append(((2 * ma * mb + C1) * (2 * cov + C2)) / ((ma**2 + mb**2 + C1) * (va + vb + C2)))
+    return float(np.mean(vals))
+
+
+def test_masked_psnr_hand_computed():
+    # 4x4 white images; the truth has a 2x2 black square; the prediction shows a grey (0.5) square one pixel off
+    gt = torch.ones(1, 3, 4, 4)
+    gt[0, :, 0:2, 0:2] = 0.0
+    pred = torch.ones(1, 3, 4, 4)
+    pred[0, :, 1:3, 1:3] = 0.5
+    mask = torch.zeros(1, 4, 4, dtype=torch.bool)
+    mask[0, 0:2, 0:2] = True
+    mask[0, 1:3, 1:3] = True          # union: 7 pixels
+    # per pixel squared error (same in all channels): (0,0),(0,1),(1,0): 1; (1,1): 0.25; (1,2),(2,1),(2,2): 0.25
+    mse = (3 * 1.0 + 4 * 0.25) / 7
+    assert masked_psnr(pred, gt, mask).item() == pytest.approx(10 * math.log10(1 / mse), abs=1e-9)
+    full = (3 * 1.0 + 4 * 0.25) / 16
+    assert psnr(pred, gt).item() == pytest.approx(10 * math.log10(1 / full), abs=1e-6)
+    assert math.isnan(masked_psnr(pred, gt, torch.zeros_like(mask)).item())        # empty mask: undefined
+    assert math.isinf(masked_psnr(gt, gt, mask).item())
+    # union_mask of alpha > 0.5, and frame_metrics uses it (16x16: SSIM needs 11x11 windows)
+    pa, ga = torch.zeros(1, 16, 16), torch.zeros(1, 16, 16)
+    pa[0, 1:3, 1:3], ga[0, 0:2, 0:2] = 1.0, 0.8
+    big = torch.zeros(1, 16, 16, dtype=torch.bool)
+    big[:, :4, :4] = mask
+    assert torch.equal(M.union_mask(pa, ga), big)
+    p16, g16 = torch.ones(1, 3, 16, 16), torch.zeros(1, 3, 16, 16)
+    p16[..., :4, :4] = pred
+    fm = frame_metrics(torch.cat([p16, pa[:, None]], 1), torch.cat([g16, ga[:, None]], 1))
+    # white-composited truth: 0 * 0.8 + 0.2 = 0.2 inside its square; squared errors 0.64 (3 px) and 0.09 (1 px) on
+    # the truth's square, 0.25 on the prediction's other 3 pixels
+    mse_w = (3 * 0.64 + 0.09 + 3 * 0.25) / 7
+    assert fm["masked_psnr"].item() == pytest.approx(10 * math.log10(1 / mse_w), abs=1e-6)
+    assert fm["psnr"].item() == pytest.approx(10 * math.log10(256 / (7 * mse_w)), abs=1e-6)
+
+
+def test_masked_ssim_is_mean_over_masked_window_centres():
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(1, 3, 14, 15, generator=g, dtype=torch.float64)
+    y = (x + 0.2 * torch.randn(1, 3, 14, 15, generator=g, dtype=torch.float64)).clamp(0, 1)
+    mask = torch.zeros(1, 14, 15, dtype=torch.bool)
+    mask[0, 5, 5] = True     # centre of the window at (0, 0)
+    mask[0, 7, 8] = True     # centre of the window at (2, 3)
+    mask[0, 0, 0] = True     # no valid window is centred here: ignored
+    ref = np.mean([_ssim_window(x[0].numpy(), y[0].numpy(), 0, 0), _ssim_window(x[0].numpy(), y[0].numpy(), 2, 3)])
+    assert masked_ssim(x, y, mask).item() == pytest.approx(ref, abs=1e-10)
+    torch.testing.assert_close(masked_ssim(x, y, torch.ones_like(mask)), ssim(x, y))
+    assert math.isnan(masked_ssim(x, y, torch.zeros_like(mask)).item())
 
 
 # ------------------------------------------------------------------------------------------------ voxels

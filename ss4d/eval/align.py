@@ -4,7 +4,8 @@ A generator outputs the object in its own canonical frame at its own scale. Befo
 (azimuth, elevation, distance; fov and look-at target fixed to the protocol's) that best reproduces the input video
 from the prediction, then render the novel views from that pose plus the protocol's azimuth offsets.
 
-Search (:func:`align_to_input`):
+Search (:func:`align_to_input`; with ``fixed_azimuth_deg`` the azimuth is pinned and only elevation and distance
+are searched - the *fixed-yaw* variant of the scores, see :func:`yaw_error_deg`):
 
 * renders are cheap *proxy* renders (:func:`splat`): every Gaussian with opacity >= ``min_opacity`` stands for 7
   points (its centre and +-2 sigma along its axes; the centre only in the coarse grid), at most a fixed random
@@ -54,6 +55,7 @@ __all__ = [
     "splat",
     "pose_loss",
     "align_to_input",
+    "yaw_error_deg",
     "pose_camera",
     "prediction_to_gt",
     "transform_points",
@@ -286,10 +288,13 @@ def _chunk(pts: PointSet, budget: int = 1_000_000) -> int:
 
 
 def align_to_input(gaussians: Sequence, gt_input_rgba: torch.Tensor, *, fov_deg: float = 40.0, radius: float = 2.0,
-                   settings: AlignSettings | None = None) -> Pose:
+                   settings: AlignSettings | None = None, fixed_azimuth_deg: float | None = None) -> Pose:
     """Find the pose (in the prediction's frame) whose renders best reproduce the input frames
-    ``gt_input_rgba [T, 4, H, W]`` (uint8 or float); see the module docs."""
+    ``gt_input_rgba [T, 4, H, W]`` (uint8 or float); see the module docs. ``fixed_azimuth_deg`` pins the azimuth
+    (only elevation and distance are searched): the *fixed-yaw* scores, where a prediction facing the wrong way
+    cannot be turned round by the search."""
     s = settings or AlignSettings()
+    fixed = fixed_azimuth_deg is not None
     if len(gaussians) != gt_input_rgba.shape[0]:
         raise ValueError(f"{len(gaussians)} predicted frames vs {gt_input_rgba.shape[0]} input frames")
     fine = gaussian_points(gaussians, s.max_points, s.min_opacity, s.seed)
@@ -306,7 +311,8 @@ def align_to_input(gaussians: Sequence, gt_input_rgba: torch.Tensor, *, fov_deg:
 
     # coarse grid at the protocol distance, then at the distance matching the mask areas
     n_az = max(1, int(round(360.0 / s.az_step)))
-    grid = [(i * 360.0 / n_az, float(el), float(radius)) for i in range(n_az) for el in s.elevations]
+    azimuths = [float(fixed_azimuth_deg) % 360.0] if fixed else [i * 360.0 / n_az for i in range(n_az)]
+    grid = [(az, float(el), float(radius)) for az in azimuths for el in s.elevations]
     loss, _, _, area = _batch_eval(coarse, s.coarse_size, ga_c, gr_c, grid, fov_deg, cw, _chunk(coarse), False)
     gt_area = float(ga_c.sum())
     if gt_area > 0:
@@ -321,7 +327,7 @@ def align_to_input(gaussians: Sequence, gt_input_rgba: torch.Tensor, *, fov_deg:
     starts = []
     for i in order:
         c = grid[i]
-        if all(min(abs(c[0] - o[0]), 360 - abs(c[0] - o[0])) > 2 * s.az_step - 1e-9 for o in starts):
+        if fixed or all(min(abs(c[0] - o[0]), 360 - abs(c[0] - o[0])) > 2 * s.az_step - 1e-9 for o in starts):
             starts.append(c)
         if len(starts) >= s.top_k:
             break
@@ -330,8 +336,10 @@ def align_to_input(gaussians: Sequence, gt_input_rgba: torch.Tensor, *, fov_deg:
     lo = (-math.inf, el_lo, math.log(dmin))
     hi = (math.inf, el_hi, math.log(dmax))
     best = None
+    steps = (0.0, *s.steps[1:]) if fixed else s.steps           # a zero step keeps the azimuth
+    final_steps = (0.0, *s.final_steps[1:]) if fixed else s.final_steps
     for az, el, d in starts:
-        cand = _pattern_search(fine, s.size, ga_f, gr_f, (az, el, math.log(d)), s.steps, s.levels, lo, hi, fov_deg, cw)
+        cand = _pattern_search(fine, s.size, ga_f, gr_f, (az, el, math.log(d)), steps, s.levels, lo, hi, fov_deg, cw)
         if best is None or cand.loss < best.loss - 1e-12:
             best = cand
     # polish the best pose at a higher resolution (when the input frames have it)
@@ -341,8 +349,16 @@ def align_to_input(gaussians: Sequence, gt_input_rgba: torch.Tensor, *, fov_deg:
         pts = gaussian_points(gaussians, s.final_points, s.min_opacity, s.seed)
         ga, gr = _downsample_gt(gt_input_rgba, fs)
         best = _pattern_search(pts, fs, ga, gr, (best.azimuth_deg, best.elevation_deg, math.log(best.distance)),
-                               s.final_steps, s.final_levels, lo, hi, fov_deg, cw)
+                               final_steps, s.final_levels, lo, hi, fov_deg, cw)
     return best
+
+
+def yaw_error_deg(pose_azimuth_deg: float, input_yaw_deg: float) -> float:
+    """Signed azimuth difference ``pose - input`` wrapped to ``(-180, 180]`` degrees: how far the pose search turned
+    the prediction from the input camera's yaw in the model's output frame (0 = the model faced the object the way
+    the input video shows it; +-180 = backwards)."""
+    d = (float(pose_azimuth_deg) - float(input_yaw_deg)) % 360.0
+    return d - 360.0 if d > 180.0 else d
 
 
 def _pattern_search(pts, size, ga, gr, x, steps, levels, lo, hi, fov_deg, cw) -> Pose:

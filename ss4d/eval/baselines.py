@@ -2,9 +2,15 @@
 
 * ``model`` (``--model DIR``, named by ``--name``, default ``ss4d``): :class:`VideoTo4DPipeline` on the input
   video's RGBA frames with ``--seed`` / ``--steps`` / ``--cfg``.
-* ``per-frame``: the same weights with temporal reasoning disabled (:func:`disable_temporal`): every frame is
-  generated without information from the other frames - up to the latent flow's frame pairing (below).
+* ``empty`` (in every report): no Gaussians at all - every render is the background alone. On a white background
+  its full-image PSNR is the floor a method must clear (a small object leaves most pixels white).
+* ``per-frame``: SS4D without its temporal modules - the same weights with temporal reasoning disabled
+  (:func:`disable_temporal`) *and* every non-SS4D addition of :data:`ADDITIONS` switched off (fresh starting noise
+  per frame, no colour transfer): every frame is generated without information from the other frames - up to the
+  latent flow's frame pairing (below).
 * ``static``: the model's first-frame result held for all frames (the model's cached output is reused).
+* ablations ``no-<addition>`` (``--baselines ablations`` or by name): the full model with one non-SS4D addition of
+  :data:`ADDITIONS` switched off; an addition the model does not use is not run (noted in the report).
 * ``--predictions DIR``: renders of any method laid out as ``DIR/<asset>/<view>/<frame>.png`` (RGBA, or RGB on
   white: alpha is then estimated from non-white pixels), at the protocol's cameras; optional
   ``DIR/<asset>/voxels.npz`` (``f000`` ... : int ``[N, 3]`` voxels of the ground-truth grid) for geometry metrics.
@@ -12,6 +18,8 @@
 Generated methods are aligned (:mod:`ss4d.eval.align`) and rendered with the Gaussian rasterizer at the found pose
 (+ the protocol's azimuth offsets), into ``<report>/methods/<name>/<asset>/`` in the same layout as the
 predictions (so such a folder can itself be passed as ``--predictions`` later), with ``pose.json``,
+``fixed_yaw/<view>/<frame>.png`` (the same Gaussians rendered with the azimuth pinned to the input camera's yaw in
+the model's output frame, elevation and distance searched: the *fixed-yaw* scores),
 ``voxels.npz`` (the transformed Gaussian centres voxelized in the ground-truth grid) and ``gaussians.safetensors``
 (the raw output, reused by a re-run and by the static baseline). ``status.json`` records the settings; a re-run
 with the same settings reuses everything.
@@ -39,6 +47,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,16 +57,21 @@ import torch
 from ss4d.nn.attention import MultiHeadAttention
 from ss4d.sparse import attention as sattn
 
-from .align import AlignSettings, Pose, align_to_input, pose_camera, prediction_to_gt, prediction_voxels
+from .align import AlignSettings, Pose, align_to_input, pose_camera, prediction_to_gt, prediction_voxels, yaw_error_deg
 
 __all__ = [
     "MethodError",
     "MethodOutput",
+    "Addition",
+    "ADDITIONS",
+    "ABLATION_NAMES",
+    "switch_off",
     "disable_temporal",
     "save_gaussians",
     "load_gaussians",
     "render_views",
     "GeneratedMethod",
+    "EmptyMethod",
     "PredictionsMethod",
     "build_methods",
 ]
@@ -71,11 +86,52 @@ class MethodError(Exception):
 
 
 class MethodOutput:
-    def __init__(self, renders_dir, voxels=None, voxels_reason=None, info=None):
+    """Where a method's renders of one asset are, its voxels, and (generated methods) the fixed-yaw renders."""
+
+    def __init__(self, renders_dir, voxels=None, voxels_reason=None, info=None, fixed_yaw_dir=None,
+                 fixed_yaw_voxels=None):
         self.renders_dir = Path(renders_dir)
         self.voxels = voxels
         self.voxels_reason = voxels_reason
         self.info = info or {}
+        self.fixed_yaw_dir = Path(fixed_yaw_dir) if fixed_yaw_dir is not None else None
+        self.fixed_yaw_voxels = fixed_yaw_voxels
+
+
+# ================================================================================================================
+# non-SS4D additions of the pipeline, switched off one at a time by the ablations (and all at once by per-frame)
+# ================================================================================================================
+@dataclass(frozen=True)
+class Addition:
+    """An ss4d addition that SS4D does not have: ``is_on(pipe)``; ``switch_off(pipe_copy, call_kwargs)``."""
+
+    name: str
+    what: str
+    is_on: Callable
+    switch_off: Callable
+
+
+# one line per addition (row ``no-<name>``); a new option of the pipeline gets its own line here
+ADDITIONS = (
+    Addition("shared-noise", "one starting noise shared by all frames (SS4D: fresh noise per frame)",
+             lambda p: getattr(p, "temporal_noise", "independent") == "shared",
+             lambda p, kw: setattr(p, "temporal_noise", "independent")),
+    Addition("color-transfer", "colours taken from the input video (SS4D: the decoder's own colours)",
+             lambda p: float(getattr(p, "color_from_input", 0.0) or 0.0) > 0.0,
+             lambda p, kw: kw.__setitem__("color_from_input", 0.0)),
+)
+ABLATION_NAMES = tuple(f"no-{a.name}" for a in ADDITIONS)
+
+
+def switch_off(pipeline, names) -> tuple:
+    """``(pipeline copy, extra call kwargs)`` with the :data:`ADDITIONS` named in ``names`` switched off (the
+    original pipeline is untouched; the weights are shared)."""
+    p = copy.copy(pipeline)
+    kw: dict = {}
+    for a in ADDITIONS:
+        if a.name in names:
+            a.switch_off(p, kw)
+    return p, kw
 
 
 # ================================================================================================================
@@ -237,9 +293,13 @@ def _hash(d: dict) -> str:
 class GeneratedMethod:
     """A method whose output is Gaussians per frame (model, per-frame, static): aligned, rendered, voxelized."""
 
+    FIXED_YAW = "fixed_yaw"    # sub-folder of the fixed-yaw renders
+
     def __init__(self, name: str, kind: str, root, cfg, generate, gen_settings: dict, progress=print, notes="",
-                 cache_gaussians: bool = True):
+                 cache_gaussians: bool = True, input_yaw_deg: float = 0.0, input_yaw_source: str = "default"):
         self.name, self.kind = name, kind
+        self.input_yaw_deg = float(input_yaw_deg)
+        self.input_yaw_source = input_yaw_source
         self.root = Path(root) / "methods" / name
         self.cfg = cfg
         self._generate = generate          # gt -> list[Gaussians]
@@ -251,7 +311,8 @@ class GeneratedMethod:
 
     def describe(self) -> dict:
         return {"kind": self.kind, "settings": self.gen_settings, "align": {
-            k: (list(v) if isinstance(v, tuple) else v) for k, v in self.align.__dict__.items()}, "notes": self.notes}
+            k: (list(v) if isinstance(v, tuple) else v) for k, v in self.align.__dict__.items()}, "notes": self.notes,
+            "input_view_yaw_deg": self.input_yaw_deg, "input_view_yaw_source": self.input_yaw_source}
 
     def _gen_key(self, gt) -> str:
         return _hash({"gen": self.gen_settings, "gt": gt.settings.key(), "asset": gt.asset_id})
@@ -282,29 +343,60 @@ class GeneratedMethod:
 
     def produce(self, gt) -> MethodOutput:
         folder = self.root / gt.asset_id
+        fixed_dir = folder / self.FIXED_YAW
         key = _hash({"gen": self._gen_key(gt), "align": self.align.__dict__, "gt": gt.settings.key(),
-                     "a0": gt.a0, "format": 1})
+                     "a0": gt.a0, "input_yaw": self.input_yaw_deg, "format": 2})
         status_p = folder / "status.json"
         if status_p.is_file():
             try:
                 st = json.loads(status_p.read_text(encoding="utf-8"))
-                if st.get("key") == key and all((folder / v).is_dir() for v in gt.views):
+                if st.get("key") == key and all((folder / v).is_dir() and (fixed_dir / v).is_dir() for v in gt.views):
                     vox = _load_voxels(folder / "voxels.npz", gt.num_frames)
+                    fvox = _load_voxels(fixed_dir / "voxels.npz", gt.num_frames)
                     info = dict(st["info"])
                     info["cached"] = True
-                    return MethodOutput(folder, vox, None if vox is not None else "voxels unreadable", info)
+                    return MethodOutput(folder, vox, None if vox is not None else "voxels unreadable", info,
+                                        fixed_dir, fvox)
             except (json.JSONDecodeError, KeyError, OSError, ValueError):
                 pass
         gs, t_gen, cached = self.gaussians_for(gt)
         self.progress(f"{self.name} {gt.asset_id}: {'reused' if cached else 'generated'} "
                       f"{len(gs)} frames{'' if cached else f' in {t_gen:.1f} s'}; aligning")
+        inputs = torch.stack([torch.from_numpy(f).permute(2, 0, 1) for f in gt.input_frames()])
         t0 = time.perf_counter()
-        pose = align_to_input(gs, torch.stack([torch.from_numpy(f).permute(2, 0, 1) for f in gt.input_frames()]),
-                              fov_deg=gt.settings.fov_deg, radius=gt.settings.radius, settings=self.align)
+        pose = align_to_input(gs, inputs, fov_deg=gt.settings.fov_deg, radius=gt.settings.radius, settings=self.align)
+        fixed = align_to_input(gs, inputs, fov_deg=gt.settings.fov_deg, radius=gt.settings.radius, settings=self.align,
+                               fixed_azimuth_deg=self.input_yaw_deg)
         t_align = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        voxels = self._render(gs, pose, gt, folder)
+        fvoxels = self._render(gs, fixed, gt, fixed_dir)
+        t_render = time.perf_counter() - t0
+        scale, R = prediction_to_gt(pose, gt.a0, gt.settings.elevation_deg, gt.settings.radius)
+        yaw_err = None if pose.empty else yaw_error_deg(pose.azimuth_deg, self.input_yaw_deg)
+        info = {"pose": {**pose.to_dict(), "gt_input_azimuth_deg": gt.a0, "to_gt_scale": scale,
+                         "to_gt_rotation": R.tolist()},
+                "orientation": {"input_view_yaw_deg": self.input_yaw_deg,
+                                "input_view_yaw_source": self.input_yaw_source, "yaw_error_deg": yaw_err,
+                                "abs_yaw_error_deg": None if yaw_err is None else abs(yaw_err)},
+                "fixed_yaw_pose": fixed.to_dict(),
+                "num_gaussians": [len(g) for g in gs],
+                "timing": {"generate_s": t_gen, "align_s": t_align, "render_s": t_render},
+                "generated_cached": cached, "cached": False}
+        if pose.empty:
+            info["notes_method"] = [f"no Gaussian with opacity >= {self.align.min_opacity}: default pose"]
+        (folder / "pose.json").write_text(json.dumps({**info["pose"], "orientation": info["orientation"],
+                                                      "fixed_yaw": info["fixed_yaw_pose"]}, indent=1),
+                                          encoding="utf-8")
+        status_p.write_text(json.dumps({"key": key, "info": info}, indent=1), encoding="utf-8")
+        return MethodOutput(folder, voxels, None, info, fixed_dir, fvoxels)
+
+    def _render(self, gs, pose: Pose, gt, folder: Path) -> list:
+        """Render every protocol view at ``pose`` into ``folder/<view>/`` (replaced atomically per view) and write
+        the voxels of the prediction moved into the ground-truth box by the same pose; returns them."""
+        folder.mkdir(parents=True, exist_ok=True)
         scale, R = prediction_to_gt(pose, gt.a0, gt.settings.elevation_deg, gt.settings.radius)
         voxels = prediction_voxels(gs, scale, R, gt.settings.resolution, self.align.min_opacity)
-        t0 = time.perf_counter()
         for v in gt.views:
             shutil.rmtree(folder / v, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".renders-"))
@@ -314,18 +406,39 @@ class GeneratedMethod:
                 os.rename(tmp / v, folder / v)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        t_render = time.perf_counter() - t0
         _save_voxels(folder / "voxels.npz", voxels)
-        info = {"pose": {**pose.to_dict(), "gt_input_azimuth_deg": gt.a0, "to_gt_scale": scale,
-                         "to_gt_rotation": R.tolist()},
-                "num_gaussians": [len(g) for g in gs],
-                "timing": {"generate_s": t_gen, "align_s": t_align, "render_s": t_render},
-                "generated_cached": cached, "cached": False}
-        if pose.empty:
-            info["notes_method"] = [f"no Gaussian with opacity >= {self.align.min_opacity}: default pose"]
-        (folder / "pose.json").write_text(json.dumps(info["pose"], indent=1), encoding="utf-8")
-        status_p.write_text(json.dumps({"key": key, "info": info}, indent=1), encoding="utf-8")
-        return MethodOutput(folder, voxels, None, info)
+        return voxels
+
+
+class EmptyMethod:
+    """The ``empty`` baseline: no Gaussians, every render is the background alone (transparent RGBA, white once
+    composited) and the geometry is empty - the floor every method's scores must clear."""
+
+    kind = "empty"
+
+    def __init__(self, root, name: str = "empty"):
+        self.name = name
+        self.root = Path(root) / "methods" / name
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "notes": "no Gaussians: every render is the white background; no voxels"}
+
+    def produce(self, gt) -> MethodOutput:
+        from .protocol import frame_file, write_rgba
+
+        folder = self.root / gt.asset_id
+        H = W = int(gt.settings.size)
+        blank = np.zeros((H, W, 4), np.uint8)
+        for v in gt.views:
+            d = folder / v
+            if d.is_dir() and all((d / frame_file(t)).is_file() for t in range(gt.num_frames)):
+                continue
+            d.mkdir(parents=True, exist_ok=True)
+            for t in range(gt.num_frames):
+                write_rgba(d / frame_file(t), blank)
+        voxels = [torch.zeros(0, 3, dtype=torch.long) for _ in range(gt.num_frames)]
+        info = {"orientation": {"yaw_error_deg": None, "abs_yaw_error_deg": None}}
+        return MethodOutput(folder, voxels, None, info, folder, voxels)
 
 
 class PredictionsMethod:
@@ -357,22 +470,47 @@ class PredictionsMethod:
         return MethodOutput(folder, vox, reason, {"folder": str(folder)})
 
 
+BASELINES = ("empty", "per-frame", "static", "ablations") + ABLATION_NAMES
+
+
+def input_yaw(cfg) -> tuple[float, str]:
+    """Yaw of the input camera in the model's output frame and where it came from: ``--input-yaw``, else the model's
+    training record (``input_view_yaw_deg``), else 0 (the pipeline's front camera)."""
+    from .splits import load_training_record
+
+    if getattr(cfg, "input_yaw_deg", None) is not None:
+        return float(cfg.input_yaw_deg), "--input-yaw"
+    if cfg.model:
+        rec = load_training_record(cfg.model)
+        if rec is not None and rec.input_view_yaw_deg is not None:
+            return rec.input_view_yaw_deg, rec.source
+    return 0.0, "default (no record: the pipeline's front camera, yaw 0)"
+
+
 def build_methods(cfg, root, progress=print) -> list:
-    """The methods of a run from an :class:`~ss4d.eval.protocol.EvalConfig`."""
+    """The methods of a run from an :class:`~ss4d.eval.protocol.EvalConfig`: the ``empty`` baseline always, then the
+    model, its baselines and ablations, and external predictions."""
     from ss4d.errors import InputError
 
-    methods = []
+    progress = progress or (lambda *a, **k: None)
+    methods: list = [EmptyMethod(root)]
     baselines = [b for b in cfg.baselines if b]
-    unknown = [b for b in baselines if b not in ("per-frame", "static")]
+    unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
-        raise InputError(f"unknown baseline(s) {unknown} (per-frame, static)")
-    if baselines and not cfg.model:
-        raise InputError("--baselines needs --model (the baselines are variants of the model)")
+        raise InputError(f"unknown baseline(s) {unknown} (choose from {', '.join(BASELINES)})")
+    ablations = [n for n in ABLATION_NAMES if n in baselines or "ablations" in baselines]
+    of_model = [b for b in baselines if b != "empty"]
+    if of_model and not cfg.model:
+        raise InputError(f"--baselines {','.join(of_model)} needs --model (the baselines are variants of the model)")
     if cfg.model:
         from ss4d.pipeline.checkpoint_folder import read_pipeline_config
         from ss4d.pipeline.video_to_4d import VideoTo4DPipeline
 
         read_pipeline_config(cfg.model)      # a wrong --model fails here (CheckpointError), not once per asset
+        try:
+            yaw, yaw_src = input_yaw(cfg)
+        except ValueError as e:
+            raise InputError(str(e)) from None
 
         state: dict = {}
 
@@ -382,31 +520,48 @@ def build_methods(cfg, root, progress=print) -> list:
                                                                   dinov2_weights=cfg.dinov2_weights)
             return state["pipe"]
 
-        def per_frame_pipe():
-            if "pf" not in state:
-                state["pf"] = disable_temporal(pipe())
-            return state["pf"]
+        def variant(key: str, temporal: bool, off: tuple):
+            """The pipeline with temporal reasoning on/off and the additions ``off`` switched off (cached)."""
+            if key not in state:
+                base = pipe() if temporal else disable_temporal(pipe())
+                state[key] = switch_off(base, off)
+            return state[key]
 
-        def run(p, gt):
-            r = p(gt.input_frames(), seed=cfg.seed, steps=cfg.steps, cfg=cfg.cfg)
+        def run(key, temporal, off, gt):
+            p, kw = variant(key, temporal, off)
+            r = p(gt.input_frames(), seed=cfg.seed, steps=cfg.steps, cfg=cfg.cfg, **kw)
             return r.gaussians
 
         gen = {"model": str(Path(cfg.model).resolve()), "seed": cfg.seed, "steps": cfg.steps, "cfg": cfg.cfg,
                "dtype": cfg.dtype}
-        model = GeneratedMethod(cfg.name, "model", root, cfg, lambda gt: run(pipe(), gt), gen, progress)
+        yw = {"input_yaw_deg": yaw, "input_yaw_source": yaw_src}
+        model = GeneratedMethod(cfg.name, "model", root, cfg, lambda gt: run("full", True, (), gt), gen, progress,
+                                **yw)
         methods.append(model)
-        if "per-frame" in baselines:
-            methods.append(GeneratedMethod(
-                "per-frame", "per-frame", root, cfg, lambda gt: run(per_frame_pipe(), gt),
-                {**gen, "temporal": "disabled"}, progress,
-                notes="temporal reasoning disabled (ss4d.eval.baselines.disable_temporal)"))
         if "static" in baselines:
             def static(gt):
                 gs, _, _ = model.gaussians_for(gt)
                 return [gs[0]] * len(gs)
             methods.append(GeneratedMethod("static", "static", root, cfg, static, {**gen, "static": True}, progress,
                                            notes="the model's first-frame result held for all frames",
-                                           cache_gaussians=False))
+                                           cache_gaussians=False, **yw))
+        all_off = tuple(a.name for a in ADDITIONS)
+        if "per-frame" in baselines:
+            methods.append(GeneratedMethod(
+                "per-frame", "per-frame", root, cfg, lambda gt: run("per-frame", False, all_off, gt),
+                {**gen, "temporal": "disabled", "additions_off": list(all_off)}, progress,
+                notes="SS4D without its temporal modules: temporal reasoning disabled "
+                      "(ss4d.eval.baselines.disable_temporal) and every non-SS4D addition off ("
+                      + "; ".join(a.what for a in ADDITIONS) + ")", **yw))
+        for name in ablations:
+            add = next(a for a in ADDITIONS if f"no-{a.name}" == name)
+            if not add.is_on(pipe()):
+                progress(f"{name}: not run: the model does not use {add.name} ({add.what})")
+                continue
+            methods.append(GeneratedMethod(
+                name, "ablation", root, cfg, lambda gt, n=add.name: run(f"no-{n}", True, (n,), gt),
+                {**gen, "additions_off": [add.name]}, progress,
+                notes=f"the full model with one non-SS4D addition off: {add.what}", **yw))
     names = {m.name for m in methods}
     for name, folder in cfg.predictions:
         if not Path(folder).is_dir():
@@ -416,6 +571,6 @@ def build_methods(cfg, root, progress=print) -> list:
             name, i = f"{base}-{i}", i + 1
         names.add(name)
         methods.append(PredictionsMethod(name, folder))
-    if not methods:
+    if len(methods) == 1:
         raise InputError("nothing to score: give --model and/or --predictions")
     return methods

@@ -34,7 +34,13 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", required=True, help="report folder (created; an existing one is resumed)")
     e.add_argument("--model", default=None, help="pipeline folder (pipeline.json + ckpts/) to evaluate")
     e.add_argument("--name", default="ss4d", help="name of the model in the report (ss4d)")
-    e.add_argument("--baselines", default="", help="comma list of baselines of --model: per-frame,static")
+    e.add_argument("--baselines", default="",
+                   help="comma list of baselines of --model: per-frame (temporal modules and every non-SS4D addition "
+                        "off), static, ablations (one row per non-SS4D addition switched off: no-shared-noise, "
+                        "no-color-transfer, or name them); the empty baseline (background only) is always scored")
+    e.add_argument("--include-training-assets", action="store_true",
+                   help="put assets the model's training record (training.json) lists as trained or tuned on into "
+                        "the headline mean (they are always marked)")
     e.add_argument("--predictions", action="append", default=[], metavar="[NAME=]DIR",
                    help="score renders laid out as DIR/<asset>/<view>/<frame>.png (repeatable)")
     g = e.add_argument_group("protocol")
@@ -55,6 +61,9 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     m.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     m.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
     m.add_argument("--dinov2-weights", default=None)
+    m.add_argument("--input-yaw", type=float, default=None, metavar="DEG",
+                   help="yaw of the input camera in the model's output frame, for the yaw error and the fixed-yaw "
+                        "scores (default: the model's training.json, else 0)")
     a = e.add_argument_group("alignment")
     a.add_argument("--align-size", type=_positive(), default=64, help="proxy render side for the pose refinement")
     a.add_argument("--align-points", type=_positive(), default=8000,
@@ -98,7 +107,7 @@ def config_from_args(a):
                       lpips_weights=a.lpips_weights, clip_weights=a.clip_weights, i3d_weights=a.i3d_weights,
                       align={"size": a.align_size, "max_points": a.align_points, "az_step": a.align_step},
                       sheet_frames=a.sheet_frames, gt_timeout=a.gt_timeout, in_process=a.in_process,
-                      threads=a.threads)
+                      threads=a.threads, include_training_assets=a.include_training_assets, input_yaw_deg=a.input_yaw)
 
 
 def cmd_evaluate(a) -> int:

@@ -25,11 +25,16 @@ Layout of a report folder (everything cached; a re-run resumes)::
     methods/<method>/<asset>/...    a method's renders in the same layout + pose.json, voxels.npz (see baselines)
     report.json, report.md, plots/, sheets/   (see ss4d.eval.report)
 
-Scoring (:func:`score_asset`): per view and frame PSNR / SSIM (white-composited RGB) and mask IoU (alpha), LPIPS /
+Scoring (:func:`score_asset`): per view and frame PSNR / SSIM (white-composited RGB; full image and inside the union
+of the prediction's and the truth's masks) and mask IoU (alpha), LPIPS /
 CLIP similarity when their weights are given, temporal flicker per view, FVD features per asset, voxel IoU and
 Chamfer per frame. Input view (v000) and novel views are reported separately. Anything that cannot be scored (a
 missing frame, a render of the wrong size, a view with gaps for flicker / FVD, no geometry) is listed with its
-reason; the rest is still scored.
+reason; the rest is still scored. Generated methods are also scored at the *fixed yaw* (:mod:`ss4d.eval.baselines`)
+and report the yaw error of the pose search (:func:`ss4d.eval.align.yaw_error_deg`).
+
+Splits: assets the model's training record (:mod:`ss4d.eval.splits`) lists as trained or tuned on are marked and kept
+out of the headline mean unless ``include_training_assets``.
 """
 from __future__ import annotations
 
@@ -78,9 +83,13 @@ __all__ = [
     "NetworkMetrics",
     "EvalConfig",
     "evaluate",
+    "run_method_asset",
+    "IMAGE_KEYS",
 ]
 
 GT_FORMAT = "ss4d-eval-gt-v1"
+# per view and frame image metrics of a method (masked_*: inside the union of both alpha masks)
+IMAGE_KEYS = ("psnr", "ssim", "masked_psnr", "masked_ssim", "mask_iou", "lpips", "clip")
 # asset problems that do not change on a re-run (cached in gt/<asset>.not-scored.json); crashes, timeouts and
 # unexpected errors are retried
 _PERMANENT_CODES = {"no_animation", "no_clip", "no_geometry", "too_many_vertices", "import_failed", "bad_bounds",
@@ -710,7 +719,8 @@ def score_asset(gt: GroundTruth, renders_dir, *, pred_voxels: list | None = None
                 nets: NetworkMetrics | None = None, device="cpu") -> dict:
     """Score one method's renders of one asset against the ground truth. Returns a JSON-ready dict::
 
-        {"views": {view: {"psnr": [T] (None where not scored), "ssim", "mask_iou", "lpips", "clip",
+        {"views": {view: {"psnr": [T] (None where not scored), "ssim", "masked_psnr", "masked_ssim" (inside the
+                          union of both alpha masks; None where both are empty), "mask_iou", "lpips", "clip",
                           "flicker": float|None, "scored_frames": int}},
          "input": {metric: mean}, "novel": {...}, "all": {...},
          "flicker": {"input": .., "novel": ..}, "geometry": {"voxel_iou": [T], "chamfer": [T], "mean_*"},
@@ -748,7 +758,7 @@ def score_asset(gt: GroundTruth, renders_dir, *, pred_voxels: list | None = None
                 alpha_estimated = True
             preds.append(x)
             idx.append(t)
-        entry = {k: [None] * T for k in ("psnr", "ssim", "mask_iou", "lpips", "clip")}
+        entry = {k: [None] * T for k in IMAGE_KEYS}
         entry["flicker"] = None
         entry["scored_frames"] = len(idx)
         if idx:
@@ -756,9 +766,9 @@ def score_asset(gt: GroundTruth, renders_dir, *, pred_voxels: list | None = None
             G = g_all[idx].to(device)
             fm = frame_metrics(P, G)
             pw, gw = composite_white(P), composite_white(G)
-            for k in ("psnr", "ssim", "mask_iou"):
+            for k in ("psnr", "ssim", "masked_psnr", "masked_ssim", "mask_iou"):
                 for t, val in zip(idx, fm[k].tolist()):
-                    entry[k][t] = float(val)
+                    entry[k][t] = None if math.isnan(val) else float(val)
             if nets is not None:
                 for k, metric in (("lpips", nets.lpips), ("clip", nets.clip)):
                     if metric.available:
@@ -781,7 +791,7 @@ def score_asset(gt: GroundTruth, renders_dir, *, pred_voxels: list | None = None
 
     def agg(views):
         out = {}
-        for k in ("psnr", "ssim", "mask_iou", "lpips", "clip"):
+        for k in IMAGE_KEYS:
             out[k] = _mean([x for v in views for x in per_view[v][k]])
         out["scored_frames"] = int(sum(per_view[v]["scored_frames"] for v in views))
         return out
@@ -842,6 +852,8 @@ class EvalConfig:
     gt_timeout: float | None = None
     in_process: bool = False
     threads: int = 0
+    include_training_assets: bool = False
+    input_yaw_deg: float | None = None  # input camera's yaw in the model's output frame (None: training record / 0)
 
 
 def evaluate(cfg: EvalConfig, progress: Callable | None = print) -> dict:
@@ -855,6 +867,19 @@ def evaluate(cfg: EvalConfig, progress: Callable | None = print) -> dict:
         torch.set_num_threads(int(cfg.threads))
     root = Path(cfg.output)
     methods = BL.build_methods(cfg, root, progress)        # checks the options before any rendering
+    record = None
+    if cfg.model:
+        from ss4d.errors import InputError
+
+        from .splits import load_training_record
+
+        try:
+            record = load_training_record(cfg.model)
+        except ValueError as e:
+            raise InputError(str(e)) from None
+        if record is None:
+            progress(f"note: {cfg.model} has no training record (training.json): no asset can be marked as trained "
+                     "or tuned on")
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     records = prepare_ground_truth(cfg.assets, root, cfg.gt, progress=progress, in_process=cfg.in_process,
@@ -868,51 +893,26 @@ def evaluate(cfg: EvalConfig, progress: Callable | None = print) -> dict:
         results[m.name] = {}
         fvd_feats[m.name] = []
         for aid, gt in gts.items():
-            entry = {"status": "ok"}
-            t1 = time.perf_counter()
-            try:
-                out = m.produce(gt)
-            except Exception as e:  # noqa: BLE001 - one asset's failure never stops the run
-                log.debug("method %s asset %s failed", m.name, aid, exc_info=True)
-                entry = {"status": "failed", "code": getattr(e, "code", "failed"),
-                         "error": " ".join(f"{type(e).__name__}: {e}".split())}
-                results[m.name][aid] = entry
-                progress(f"{m.name} {aid}: not scored: {entry['error']}")
-                continue
-            entry.update(out.info)
-            t2 = time.perf_counter()
-            try:
-                sc = score_asset(gt, out.renders_dir, pred_voxels=out.voxels, voxels_reason=out.voxels_reason,
-                                 nets=nets, device=cfg.device)
-            except Exception as e:  # noqa: BLE001
-                log.debug("scoring %s %s failed", m.name, aid, exc_info=True)
-                entry.update(status="failed", code="score_failed", error=" ".join(f"{type(e).__name__}: {e}".split()),
-                             traceback=traceback.format_exc())
-                results[m.name][aid] = entry
-                progress(f"{m.name} {aid}: scoring failed: {e}")
-                continue
-            feats = sc.pop("fvd_features")
+            entry, feats = run_method_asset(m, gt, nets, cfg.device, progress)
+            results[m.name][aid] = entry
             if feats is not None:
                 fvd_feats[m.name].append((aid, feats))
-            entry.update(sc)
-            if not sc["complete"]:
-                entry["status"] = "partial"
-            entry.setdefault("timing", {})["score_s"] = time.perf_counter() - t2
-            entry["timing"]["total_s"] = time.perf_counter() - t1
-            results[m.name][aid] = entry
-            nv = entry["novel"] or {}
-            progress(f"{m.name} {aid}: PSNR in {_fmt(entry['input']['psnr'])} / novel {_fmt(nv.get('psnr'))}, "
-                     f"mask IoU novel {_fmt(nv.get('mask_iou'))}, voxel IoU "
-                     f"{_fmt(entry['geometry']['mean_voxel_iou'])}"
-                     + (f" ({len(sc['not_scored'])} problem(s))" if sc["not_scored"] else ""))
     fvd = {}
     for name, lst in fvd_feats.items():
         fvd[name] = _fvd_summary(lst, nets)
+    roles = {r.asset_id: (record.role(r.asset_id) if record else None) for r in records}
+    scored_ids = [r.asset_id for r in records if r.ok]
+    excluded = {} if cfg.include_training_assets else {a: roles[a] for a in scored_ids if roles[a]}
     report = {
         "format": "ss4d-eval-report-v1",
         "protocol": cfg.gt.key(),
         "seed": cfg.seed,
+        "training_record": record.source if record else None,
+        "headline": {"assets": [a for a in scored_ids if a not in excluded], "excluded": excluded,
+                     "include_training_assets": bool(cfg.include_training_assets),
+                     "marked": {a: roles[a] for a in scored_ids if roles[a]}},
         "assets": [{"id": r.asset_id, "path": r.path, "scored": r.ok, "code": r.code, "error": r.error,
+                    "role": roles[r.asset_id],
                     "a0_deg": gts[r.asset_id].a0 if r.ok else None,
                     "clip": gts[r.asset_id].meta.get("clip") if r.ok else None,
                     "flags": gts[r.asset_id].meta.get("flags", []) if r.ok else [],
@@ -926,6 +926,60 @@ def evaluate(cfg: EvalConfig, progress: Callable | None = print) -> dict:
     write_report(report, root, gts, {m.name: m for m in methods}, sheet_frames=cfg.sheet_frames)
     progress(f"report: {root / 'report.md'}")
     return report
+
+
+def run_method_asset(m, gt: GroundTruth, nets: NetworkMetrics | None, device="cpu",
+                     progress: Callable | None = None) -> tuple[dict, tuple | None]:
+    """Produce and score one method on one asset: ``(report entry, FVD features or None)``. The entry holds the
+    scores (:func:`score_asset`), the method's info (pose, ``orientation`` with the yaw error) and, when the method
+    has fixed-yaw renders, ``fixed_yaw`` (input / novel / all means and mean geometry; no network metrics). A
+    failure is recorded in the entry, never raised."""
+    progress = progress or (lambda *a, **k: None)
+    entry: dict = {"status": "ok"}
+    t1 = time.perf_counter()
+    try:
+        out = m.produce(gt)
+    except Exception as e:  # noqa: BLE001 - one asset's failure never stops the run
+        log.debug("method %s asset %s failed", m.name, gt.asset_id, exc_info=True)
+        entry = {"status": "failed", "code": getattr(e, "code", "failed"),
+                 "error": " ".join(f"{type(e).__name__}: {e}".split())}
+        progress(f"{m.name} {gt.asset_id}: not scored: {entry['error']}")
+        return entry, None
+    entry.update(out.info)
+    t2 = time.perf_counter()
+    try:
+        sc = score_asset(gt, out.renders_dir, pred_voxels=out.voxels, voxels_reason=out.voxels_reason, nets=nets,
+                         device=device)
+        fx = None
+        if out.fixed_yaw_dir is not None:
+            fx = score_asset(gt, out.fixed_yaw_dir, pred_voxels=out.fixed_yaw_voxels, device=device)
+    except Exception as e:  # noqa: BLE001
+        log.debug("scoring %s %s failed", m.name, gt.asset_id, exc_info=True)
+        entry.update(status="failed", code="score_failed", error=" ".join(f"{type(e).__name__}: {e}".split()),
+                     traceback=traceback.format_exc())
+        progress(f"{m.name} {gt.asset_id}: scoring failed: {e}")
+        return entry, None
+    feats = sc.pop("fvd_features")
+    entry.update(sc)
+    if fx is not None:
+        fx.pop("fvd_features", None)
+        geo = fx["geometry"]
+        entry["fixed_yaw"] = {"input": fx["input"], "novel": fx["novel"], "all": fx["all"],
+                              "geometry": {"mean_voxel_iou": geo["mean_voxel_iou"], "mean_chamfer": geo["mean_chamfer"],
+                                           "reason": geo["reason"]},
+                              "flicker": fx["flicker"], "not_scored": fx["not_scored"]}
+    if not sc["complete"]:
+        entry["status"] = "partial"
+    entry.setdefault("timing", {})["score_s"] = time.perf_counter() - t2
+    entry["timing"]["total_s"] = time.perf_counter() - t1
+    nv = entry["novel"] or {}
+    fy = ((entry.get("fixed_yaw") or {}).get("novel") or {}).get("psnr")
+    yaw = (entry.get("orientation") or {}).get("yaw_error_deg")
+    progress(f"{m.name} {gt.asset_id}: PSNR in {_fmt(entry['input']['psnr'])} / novel {_fmt(nv.get('psnr'))} "
+             f"(masked {_fmt(nv.get('masked_psnr'))}), mask IoU novel {_fmt(nv.get('mask_iou'))}, voxel IoU "
+             f"{_fmt(entry['geometry']['mean_voxel_iou'])}, yaw error {_fmt(yaw)}, fixed-yaw PSNR novel {_fmt(fy)}"
+             + (f" ({len(sc['not_scored'])} problem(s))" if sc["not_scored"] else ""))
+    return entry, feats
 
 
 def _fvd_summary(lst, nets: NetworkMetrics) -> dict:

@@ -4,8 +4,9 @@
   per-view / per-frame metrics, means (input view, novel views, all views), flicker, geometry, the pose found,
   what was not scored and why, FVD per clip and pooled, timings. Non-finite numbers are written as the strings
   ``"inf"`` / ``"-inf"`` (a perfect PSNR is ``inf``); ``null`` = not computed.
-* ``report.md`` - method x metric tables: the mean over assets and one row per asset, the poses, what was not
-  scored.
+* ``report.md`` - method x metric tables: the mean over the held-out assets (assets of the model's training
+  record are marked and left out unless the run included them), one row per asset, the orientation tables (yaw
+  error, fixed-yaw scores), the poses, what was not scored.
 * ``plots/bar_<metric>.png`` - grouped bars (assets and the mean; one colour per method);
   ``plots/frames_<asset>.png`` - per-frame novel-view PSNR and voxel IoU per method.
 * ``sheets/<asset>/<method>.png`` and ``sheets/<asset>/ground_truth.png`` - contact sheets, one row per view and
@@ -23,17 +24,21 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["write_report", "sanitize", "numbers_only", "markdown_report", "bar_chart", "line_chart",
-           "contact_sheet", "METRICS"]
+           "contact_sheet", "METRICS", "ORIENTATION_METRICS", "headline_assets"]
 
 # (key, label, where, higher is better)
 METRICS = [
     ("psnr", "PSNR novel", "novel", True),
+    ("masked_psnr", "Masked PSNR novel", "novel", True),
     ("ssim", "SSIM novel", "novel", True),
+    ("masked_ssim", "Masked SSIM novel", "novel", True),
     ("mask_iou", "Mask IoU novel", "novel", True),
     ("lpips", "LPIPS novel", "novel", False),
     ("clip", "CLIP sim. novel", "novel", True),
     ("psnr", "PSNR input", "input", True),
+    ("masked_psnr", "Masked PSNR input", "input", True),
     ("ssim", "SSIM input", "input", True),
+    ("masked_ssim", "Masked SSIM input", "input", True),
     ("mask_iou", "Mask IoU input", "input", True),
     ("lpips", "LPIPS input", "input", False),
     ("clip", "CLIP sim. input", "input", True),
@@ -41,6 +46,17 @@ METRICS = [
     ("mean_chamfer", "Chamfer", "geometry", False),
     ("novel", "Flicker novel", "flicker", None),
     ("input", "Flicker input", "flicker", None),
+]
+# orientation: the pose search's yaw error and the scores with the yaw pinned to the input camera's (no search)
+ORIENTATION_METRICS = [
+    ("abs_yaw_error_deg", "Abs. yaw error °", "orientation", False),
+    ("psnr", "Fixed-yaw PSNR novel", "fixed_yaw.novel", True),
+    ("masked_psnr", "Fixed-yaw masked PSNR novel", "fixed_yaw.novel", True),
+    ("ssim", "Fixed-yaw SSIM novel", "fixed_yaw.novel", True),
+    ("masked_ssim", "Fixed-yaw masked SSIM novel", "fixed_yaw.novel", True),
+    ("mask_iou", "Fixed-yaw mask IoU novel", "fixed_yaw.novel", True),
+    ("psnr", "Fixed-yaw PSNR input", "fixed_yaw.input", True),
+    ("mean_voxel_iou", "Fixed-yaw voxel IoU", "fixed_yaw.geometry", True),
 ]
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
@@ -102,10 +118,20 @@ def _num(x):
 def _metric(entry: dict, key: str, where: str):
     if entry.get("status") not in ("ok", "partial"):
         return None
-    block = entry.get(where)
+    block = entry
+    for part in where.split("."):
+        block = block.get(part) if isinstance(block, dict) else None
     if not isinstance(block, dict):
         return None
     return _num(block.get(key))
+
+
+def headline_assets(report: dict) -> list[str]:
+    """The scored assets of the headline mean: all of them, less those the model's training record lists as trained
+    or tuned on (unless the run included them)."""
+    scored = [a["id"] for a in report["assets"] if a["scored"]]
+    h = report.get("headline")
+    return [a for a in scored if a in h["assets"]] if h else scored
 
 
 def _fmt(x, digits: int = 3) -> str:
@@ -149,38 +175,80 @@ def markdown_report(report: dict) -> str:
     lines.append("- ↑ higher is better, ↓ lower is better; flicker: 0 = as smooth as the truth, > 0 flickers, "
                  "< 0 smoother (e.g. frozen). `inf` PSNR = identical images. – = not computed.")
     lines.append("")
-    head = ["Method", "Assets"] + [_label(lbl, hib) for _, lbl, _, hib in shown] + ["FVD pooled ↓"]
-    lines += ["## Mean over assets", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for m in methods:
-        scored = [a for a in assets if res[m].get(a, {}).get("status") in ("ok", "partial")]
-        row = [m, f"{len(scored)}/{len(assets)}"]
-        for key, _, where, _ in shown:
-            row.append(_fmt(_mean([_metric(res[m][a], key, where) for a in scored])))
-        row.append(_fvd_cell(report, m, None))
-        lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "## Per asset", ""]
-    head = ["Asset", "Method"] + [_label(lbl, hib) for _, lbl, _, hib in shown] + ["FVD per clip ↓", "Status"]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for a in assets:
+    head_assets = headline_assets(report)
+    h = report.get("headline") or {}
+    marked = h.get("marked", {})
+    lines += ["## Mean over assets", ""]
+    if h.get("excluded"):
+        lines.append("Not in the mean (the model's training record " + f"`{report.get('training_record')}`): "
+                     + ", ".join(f"{a} ({r})" for a, r in sorted(h["excluded"].items()))
+                     + ". Pass `--include-training-assets` to include them.")
+        lines.append("")
+    elif marked:
+        lines.append("**The mean includes assets the model was trained or tuned on** ("
+                     + ", ".join(f"{a} ({r})" for a, r in sorted(marked.items())) + "): it flatters the model.")
+        lines.append("")
+    if not head_assets:
+        lines += ["No held-out asset was scored: no mean is reported.", ""]
+
+    def mean_table(cols, extra_fvd):
+        head = ["Method", "Assets"] + [_label(lbl, hib) for _, lbl, _, hib in cols] + (["FVD pooled ↓"] if extra_fvd
+                                                                                       else [])
+        out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for m in methods:
-            e = res[m].get(a, {})
-            row = [a, m] + [_fmt(_metric(e, key, where)) for key, _, where, _ in shown]
-            row.append(_fvd_cell(report, m, a))
-            row.append(e.get("status", "–"))
-            lines.append("| " + " | ".join(row) + " |")
+            sc = [a for a in head_assets if res[m].get(a, {}).get("status") in ("ok", "partial")]
+            row = [m, f"{len(sc)}/{len(head_assets)}"]
+            for key, _, where, _ in cols:
+                row.append(_fmt(_mean([_metric(res[m][a], key, where) for a in sc])))
+            if extra_fvd:
+                row.append(_fvd_cell(report, m, None))
+            out.append("| " + " | ".join(row) + " |")
+        return out
+
+    def asset_table(cols, extra):
+        head = ["Asset", "Method"] + [_label(lbl, hib) for _, lbl, _, hib in cols] + (
+            ["FVD per clip ↓", "Status"] if extra else [])
+        out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for a in assets:
+            label = a + (f" ({marked[a]})" if a in marked else "")
+            for m in methods:
+                e = res[m].get(a, {})
+                row = [label, m] + [_fmt(_metric(e, key, where)) for key, _, where, _ in cols]
+                if extra:
+                    row += [_fvd_cell(report, m, a), e.get("status", "–")]
+                out.append("| " + " | ".join(row) + " |")
+        return out
+
+    if head_assets:
+        lines += mean_table(shown, True)
+        lines += ["", "### Orientation (mean over the same assets)", "",
+                  "Yaw error: the pose search's azimuth minus the input camera's yaw in the model's output frame "
+                  "(0 = the model faced the object as the video shows it, 180 = backwards). Fixed-yaw scores: the "
+                  "azimuth pinned to the input camera's yaw (elevation and distance searched), so a prediction facing "
+                  "the wrong way cannot score well. No network metrics at the fixed yaw.", ""]
+        lines += mean_table(ORIENTATION_METRICS, False)
+    lines += ["", "## Per asset", "", "(trained) / (tuned): the model's training record lists the asset.", ""]
+    lines += asset_table(shown, True)
+    lines += ["", "### Orientation per asset", ""] + asset_table(ORIENTATION_METRICS, False)
     # poses
     pose_rows = []
     for a in assets:
         for m in methods:
-            p = res[m].get(a, {}).get("pose")
+            e = res[m].get(a, {})
+            p = e.get("pose")
             if p:
+                o = e.get("orientation") or {}
+                f = e.get("fixed_yaw_pose") or {}
                 pose_rows.append(f"| {a} | {m} | {_fmt(p.get('azimuth_deg'), 1)} | {_fmt(p.get('elevation_deg'), 1)} "
                                  f"| {_fmt(p.get('distance'))} | {_fmt(p.get('iou'))} | "
-                                 f"{_fmt(p.get('gt_input_azimuth_deg'), 0)} |")
+                                 f"{_fmt(o.get('input_view_yaw_deg'), 0)} | {_fmt(o.get('yaw_error_deg'), 1)} | "
+                                 f"{_fmt(f.get('elevation_deg'), 1)} | {_fmt(f.get('distance'))} | "
+                                 f"{_fmt(f.get('iou'))} | {_fmt(p.get('gt_input_azimuth_deg'), 0)} |")
     if pose_rows:
         lines += ["", "## Alignment (pose of the input camera in the prediction's frame)", "",
-                  "| Asset | Method | Azimuth ° | Elevation ° | Distance | Proxy mask IoU | GT a0 ° |",
-                  "|---|---|---|---|---|---|---|"] + pose_rows
+                  "| Asset | Method | Azimuth ° | Elevation ° | Distance | Proxy mask IoU | Input yaw ° | Yaw error ° "
+                  "| Fixed-yaw elevation ° | Fixed-yaw distance | Fixed-yaw proxy IoU | GT a0 ° |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"] + pose_rows
     # not scored
     ns = []
     for a in report["assets"]:
@@ -461,17 +529,18 @@ def write_report(report: dict, root, gts: dict, methods: dict, sheet_frames: int
     names = list(res)
     assets = [a["id"] for a in clean["assets"] if a["scored"]]
     plots = root / "plots"
-    for key, label, where, _hib in METRICS:
+    head = set(headline_assets(clean))
+    for key, label, where, _hib in METRICS + ORIENTATION_METRICS:
         if key in ("lpips", "clip") and clean["network_metrics"].get(key) != "computed":
             continue
         series = {}
         for m in names:
             per = [_metric(res[m].get(a, {}), key, where) for a in assets]
-            series[m] = per + [_mean(per)]
+            series[m] = per + [_mean([v for a, v in zip(assets, per) if a in head])]
         if not any(v is not None for s in series.values() for v in s):
             continue
-        fname = plots / f"bar_{label.lower().replace(' ', '_').replace('.', '')}.png"
-        bar_chart(fname, f"{label} per asset", assets + ["mean"], series, label)
+        fname = plots / f"bar_{label.lower().replace(' ', '_').replace('.', '').replace('°', 'deg')}.png"
+        bar_chart(fname, f"{label} per asset", assets + ["mean (held-out)"], series, label)
         paths["plots"].append(fname)
     T = clean["protocol"]["num_frames"]
     for a in assets:

@@ -264,44 +264,6 @@ def opencv_to_blender_c2w(extrinsics) -> np.ndarray:
     return np.linalg.inv(E) @ np.diag([1.0, -1.0, -1.0, 1.0])
 
 
-def input_camera_path(num_frames: int, rng: np.random.Generator, points: Sequence, *, fov_range_deg=(30.0, 50.0),
-                      elevation_range_deg=(-10.0, 30.0), orbit_prob: float = 0.3, orbit_rate_deg=(0.5, 2.0),
-                      fill_range=(0.8, 0.95), size: int = 512) -> tuple[list, dict]:
-    """One monocular input-video camera path: a camera looking at the origin (z-up) with a random fov (uniform in
-    ``fov_range_deg``), elevation and azimuth, fixed or - with probability ``orbit_prob`` - slowly orbiting
-    (constant yaw rate per frame from ``orbit_rate_deg``, random sign). Its distance is the smallest for which every
-    point of every frame (``points``: per-frame ``[P_t, 3]`` arrays, canonical) projects within ``fill`` (drawn
-    from ``fill_range``) of the half image around the centre, so the object fills the frame over the whole clip.
-    Returns ``(cameras [T], params)``."""
-    from ss4d.render.camera import Camera, intrinsics_from_fov, look_at_extrinsics  # noqa: PLC0415
-
-    fov = math.radians(rng.uniform(*fov_range_deg))
-    elev = math.radians(rng.uniform(*elevation_range_deg))
-    yaw0 = rng.uniform(0.0, 2 * math.pi)
-    fill = rng.uniform(*fill_range)
-    orbit = bool(rng.uniform() < orbit_prob)
-    rate = math.radians(rng.uniform(*orbit_rate_deg)) * float(rng.choice([-1.0, 1.0])) if orbit else 0.0
-    s = fill * math.tan(fov / 2)
-    dirs, radius = [], 0.05
-    for t in range(num_frames):
-        y = yaw0 + rate * t
-        d = np.array([math.cos(y) * math.cos(elev), math.sin(y) * math.cos(elev), math.sin(elev)])
-        dirs.append(d)
-        zc = -d                                           # camera forward (OpenCV z)
-        xc = np.cross(zc, [0.0, 0.0, 1.0])
-        xc /= np.linalg.norm(xc)
-        yc = np.cross(zc, xc)
-        p = np.asarray(points[min(t, len(points) - 1)], dtype=np.float64).reshape(-1, 3)
-        if p.size:  # camera at r*d: depth of p is r - p.d = r + p.zc; need max(|p.xc|, |p.yc|) <= s * depth
-            need = np.maximum(np.abs(p @ xc), np.abs(p @ yc)) / s - p @ zc
-            radius = max(radius, float(need.max()), float((0.05 - p @ zc).max()))
-    cams = [Camera(look_at_extrinsics(radius * d), intrinsics_from_fov(fov), size, size,
-                   max(0.05, radius - 1.0), radius + 1.0) for d in dirs]
-    params = {"fov": fov, "elevation": elev, "yaw0": yaw0, "yaw_rate": rate, "radius": radius, "orbit": orbit,
-              "fill": fill}
-    return cams, params
-
-
 def safe_name(name: str, max_len: int = 80) -> str:
     s = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._")
     return (s or "clip")[:max_len]
@@ -855,6 +817,7 @@ def render_asset(path, settings: RenderSettings, clip_ids: Callable[[list[str]],
     from mathutils import Matrix  # noqa: PLC0415
 
     from .hammersley import hammersley_cameras  # noqa: PLC0415
+    from .input_cameras import input_camera_path  # noqa: PLC0415
 
     emit = on_event or (lambda e: None)
     reset_scene()

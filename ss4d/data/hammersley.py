@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ss4d.lowdiscrepancy import PRIMES, hammersley_sequence, radical_inverse
-from ss4d.render.camera import Camera, intrinsics_from_fov
+from ss4d.render.camera import Camera, intrinsics_from_fov, look_at_extrinsics
 
 __all__ = [
     "PRIMES",
@@ -66,24 +66,10 @@ def hammersley_views(num_views: int, radius: float = 2.0, fov: float = math.radi
 
 def look_at_camera(eye, target=(0.0, 0.0, 0.0), fov: float = math.radians(40), width: int = 512,
                    height: int | None = None, near: float = 0.8, far: float = 1.6) -> Camera:
-    """OpenCV look-at camera in the z-up world that stays defined straight above / below the target
-    (there the image "up" falls back to the world -x / +x direction, continuous with the views at yaw 0)."""
+    """Look-at :class:`Camera` (z-up world) from :func:`ss4d.render.camera.look_at_extrinsics`, evaluated in float64
+    (defined straight above / below the target too)."""
     height = width if height is None else height
-    eye = torch.as_tensor(eye, dtype=torch.float64)
-    target = torch.as_tensor(target, dtype=torch.float64)
-    z = target - eye
-    z = z / z.norm()
-    up = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
-    x = torch.linalg.cross(-up, z)
-    if float(x.norm()) < 1e-6:  # looking straight down (z = -up) or up: pick up = +-x so that x stays continuous
-        up = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64) * (-1.0 if float(z[2]) < 0 else 1.0)
-        x = torch.linalg.cross(-up, z)
-    x = x / x.norm()
-    y = torch.linalg.cross(z, x)
-    R = torch.stack([x, y, z], 0)
-    E = torch.eye(4, dtype=torch.float64)
-    E[:3, :3] = R
-    E[:3, 3] = -(R @ eye)
+    E = look_at_extrinsics(torch.as_tensor(eye, dtype=torch.float64), target, dtype=torch.float64)
     return Camera(E.float(), intrinsics_from_fov(fov), width, height, near, far)
 
 

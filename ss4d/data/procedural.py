@@ -45,7 +45,7 @@ from ss4d.gaussians import Gaussians
 from ss4d.render.camera import Camera
 from ss4d.render.rasterizer import rasterize
 
-from .hammersley import look_at_camera
+from .input_cameras import input_camera_path
 from .voxelize import voxelize_points
 
 __all__ = [
@@ -882,52 +882,6 @@ def _shade(albedo: np.ndarray, normals: np.ndarray) -> np.ndarray:
     return np.clip(albedo * light[:, None], 0.0, 1.0)
 
 
-def input_camera_path(num_frames: int, rng: np.random.Generator, bound_radius: float, points=None, *,
-                      fov_range_deg=(30.0, 50.0), elevation_range_deg=(-10.0, 30.0), orbit_prob: float = 0.3,
-                      orbit_rate_deg=(0.5, 2.0), fill_range=(0.8, 0.95), size: int = 512) -> tuple[list, dict]:
-    """Monocular input-video cameras looking at the origin with a random fov / elevation / yaw; with probability
-    ``orbit_prob`` the camera slowly orbits (constant yaw rate), otherwise it is fixed.
-
-    The distance is the smallest for which every surface point of every frame (``points [T, P, 3]``, canonical)
-    projects within ``fill`` (drawn from ``fill_range``) of the half-frame around the centre, i.e. the object
-    fills the frame over the whole clip (closed form: ``d >= |X| / s - z.x`` per point with ``s = fill / (2 f)``).
-    Without ``points`` the bounding sphere of radius ``bound_radius`` is fitted instead
-    (``d = bound_radius / (fill sin(fov / 2))``). Returns ``(cameras [T], params)``."""
-    fov = math.radians(rng.uniform(*fov_range_deg))
-    elev = math.radians(rng.uniform(*elevation_range_deg))
-    yaw0 = rng.uniform(0, TAU)
-    fill = rng.uniform(*fill_range)
-    orbit = bool(rng.uniform() < orbit_prob)
-    rate = math.radians(rng.uniform(*orbit_rate_deg)) * rng.choice([-1, 1]) if orbit else 0.0
-    dirs = []
-    for t in range(num_frames):
-        y = yaw0 + rate * t
-        dirs.append(np.array([math.cos(y) * math.cos(elev), math.sin(y) * math.cos(elev), math.sin(elev)]))
-    if points is None:
-        radius = bound_radius / (fill * math.sin(fov / 2))
-    else:
-        pts = np.asarray(points, dtype=np.float64)
-        s = fill * math.tan(fov / 2)  # |X| / Z <= fill tan(fov / 2)  <=>  |u - 0.5| <= fill / 2
-        radius = 0.0
-        for t in range(num_frames):
-            zc = -dirs[t]  # camera forward
-            xc = np.cross([0.0, 0.0, -1.0], zc)
-            xc /= np.linalg.norm(xc)
-            yc = np.cross(zc, xc)
-            p = pts[t if pts.shape[0] == num_frames else 0]
-            X, Y, W = p @ xc, p @ yc, p @ zc
-            need = np.maximum(np.abs(X), np.abs(Y)) / s - W
-            radius = max(radius, float(need.max()), float((0.3 - W).max()))
-    cams = []
-    for t in range(num_frames):
-        eye = radius * dirs[t]
-        cams.append(look_at_camera(eye, (0.0, 0.0, 0.0), fov, size, size, near=max(0.05, radius - 1.0),
-                                   far=radius + 1.0))
-    params = {"fov": fov, "elevation": elev, "yaw0": yaw0, "yaw_rate": float(rate), "radius": radius,
-              "orbit": orbit, "fill": float(fill), "bound_radius": float(bound_radius)}
-    return cams, params
-
-
 def make_clip(seed: int, num_frames: int = 16, resolution: int = 64, *, kind: str | None = None,
               num_points: int | None = None, static: bool = False, motion_scale: float = 1.0,
               shading: bool = True, gaussian_scale: float = 0.8, orbit_prob: float = 0.3,
@@ -975,10 +929,10 @@ def make_clip(seed: int, num_frames: int = 16, resolution: int = 64, *, kind: st
     gs = gaussian_scale * np.sqrt(a_rest[None] * np.stack(As)) * scale
     is_static = bool(static or T == 1 or float(np.abs(Xc - Xc[:1]).max()) < 1e-4)
     bound_radius = float(np.linalg.norm(Xc, axis=2).max())
-    cams, cam_params = input_camera_path(T, np.random.default_rng([int(seed), 2]), bound_radius, Xc,
+    cams, cam_params = input_camera_path(T, np.random.default_rng([int(seed), 2]), Xc, bound_radius=bound_radius,
                                          fov_range_deg=input_fov_range_deg,
                                          elevation_range_deg=input_elevation_range_deg, orbit_prob=orbit_prob,
-                                         size=input_size)
+                                         size=input_size, min_depth=0.3, min_radius=0.0)
     f32 = torch.float32
     return ProceduralClip(
         seed=int(seed), kind=kind, num_frames=T, resolution=R,

@@ -57,12 +57,17 @@ def fov_from_intrinsics(intrinsics: torch.Tensor) -> tuple[float, float]:
 def look_at_extrinsics(eye, target=(0.0, 0.0, 0.0), up=(0.0, 0.0, 1.0), dtype=torch.float32) -> torch.Tensor:
     """OpenCV world-to-camera 4x4 for a camera at ``eye`` looking at ``target`` (z-up world by default).
 
-    Camera axes: z = forward (towards the target), x = z cross up (right), y = z cross x (down)."""
+    Camera axes: z = forward (towards the target), x = z cross up (right), y = z cross x (down). Straight above /
+    below the target (forward parallel to ``up``) the image "up" falls back to the world -x / +x direction,
+    continuous with the views at yaw 0."""
     eye = _as_tensor(eye, dtype)
     target = _as_tensor(target, dtype, eye.device)
     up = _as_tensor(up, dtype, eye.device)
     z = target - eye
     x = torch.linalg.cross(-up, z)
+    if float(x.norm()) < 1e-6 * float(z.norm()):  # looking straight down or up: up = +-x keeps x continuous
+        up = torch.tensor([1.0, 0.0, 0.0], dtype=dtype, device=eye.device) * (-1.0 if float(z[2]) < 0 else 1.0)
+        x = torch.linalg.cross(-up, z)
     y = torch.linalg.cross(z, x)
     z = z / z.norm()
     x = x / x.norm()

@@ -8,18 +8,30 @@ import warnings
 from pathlib import Path
 
 
-def _check_output(out: Path, overwrite: bool) -> None:
+def _check_output(out: Path, overwrite: bool, kind: str = "folder", flag: str = "-o/--output") -> None:
+    """Refuse an unusable output before any work (one error line naming the CLI flags): an existing non-empty folder
+    (or file) without --overwrite, a target of the wrong kind, or a place where nothing can be created."""
+    import tempfile
+
     from .errors import InputError
 
-    occupied = any(out.iterdir()) if out.is_dir() else out.exists()
-    if occupied:
-        if not overwrite:
-            raise InputError(f"output {out} already exists (use --overwrite to replace it)")
-    parent = out.resolve().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"output folder {out} is not writable")
+    if out.exists() or out.is_symlink():
+        if kind == "folder" and not out.is_dir():
+            raise InputError(f"{flag} {out} is a file, not a folder")
+        if kind == "file" and out.is_dir():
+            raise InputError(f"{flag} {out} is a folder, not a file")
+        if not overwrite and (kind == "file" or any(out.iterdir())):
+            what = "already exists" if kind == "file" else "already exists and is not empty"
+            raise InputError(f"{flag} {out} {what} (add --overwrite to replace it, or pick another {flag})")
+    anc = Path(os.path.abspath(out)).parent  # results are written next to the target, then renamed into place
+    while not (anc.exists() or anc.is_symlink()):
+        anc = anc.parent
+    if not anc.is_dir():
+        raise InputError(f"{flag} {out} cannot be created: {anc} is a file, not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=anc, prefix=".ss4d-write-check-"))
+    except OSError as e:
+        raise InputError(f"{flag} {out} is not writable: cannot create anything in {anc} ({e.strerror})") from None
 
 
 def cmd_generate(a) -> int:
@@ -62,14 +74,20 @@ def cmd_render(a) -> int:
 
 
 def cmd_export(a) -> int:
+    from .errors import InputError
     from .export.container import load_4d
     from .export.save import export_glb, export_plys
 
-    gaussians, meta, coords = load_4d(a.file)
     out = Path(a.output or Path(a.file).with_suffix(""))
-    _check_output(out / a.format if a.format == "ply" else out.with_suffix(".glb"), a.overwrite)
     if a.format == "ply":
-        paths = export_plys(gaussians, out / "ply", overwrite=a.overwrite)
+        _check_output(out / "ply", a.overwrite)
+    else:
+        if a.up is not None or a.sh_degree is not None:
+            raise InputError("--up and --sh-degree apply to --format ply only (a GLB is always y-up)")
+        _check_output(out.with_suffix(".glb"), a.overwrite, kind="file")
+    gaussians, meta, coords = load_4d(a.file)
+    if a.format == "ply":
+        paths = export_plys(gaussians, out / "ply", overwrite=a.overwrite, up=a.up or "z", sh_degree=a.sh_degree or 0)
         print(f"wrote {len(paths)} PLY files to {out / 'ply'}")
     else:
         p = export_glb(gaussians, coords, out.with_suffix(".glb"), float(meta.get("fps", 16)))
@@ -82,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="video / image folder -> 4D asset (renders + exports)")
     g.add_argument("input", help="video file (mp4/webm/mov/mkv/gif/webp), image folder or image file list")
-    g.add_argument("-o", "--output", required=True, help="output folder")
+    g.add_argument("-o", "--output", required=True,
+                   help="output folder (new or empty; an existing non-empty one only with --overwrite)")
     g.add_argument("--model", default=None, help="pipeline folder (pipeline.json + ckpts/); default: bundled model")
     g.add_argument("--frames", type=int, default=None, help="number of frames to use (uniform over the clip)")
     g.add_argument("--stride", type=int, default=None, help="use every K-th frame instead")
@@ -111,7 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="export a saved .ss4d file as PLY frames or an animated GLB")
     e.add_argument("file")
     e.add_argument("--format", choices=["ply", "glb"], required=True)
-    e.add_argument("-o", "--output", default=None)
+    e.add_argument("-o", "--output", default=None,
+                   help="PLYs go to OUTPUT/ply/, the GLB to OUTPUT.glb (default: the file's name without .ss4d)")
+    e.add_argument("--up", choices=["z", "y", "y-down"], default=None,
+                   help="PLY up axis: z (ss4d, default), y (x, z, -y: glTF/three.js style viewers) or y-down "
+                        "(x, -z, y: the official TRELLIS save_ply)")
+    e.add_argument("--sh-degree", type=int, choices=[0, 1, 2, 3], default=None,
+                   help="pad the PLY with zero f_rest_* for this SH degree (3: the 45 the INRIA 3DGS loader expects)")
     e.add_argument("--overwrite", action="store_true")
     e.set_defaults(func=cmd_export)
     from .data.cli import add_data_parser
@@ -133,8 +158,11 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (InputError, CheckpointError, FileExistsError) as e:
+    except (InputError, CheckpointError) as e:
         print(f"ss4d: error: {e}", file=sys.stderr)
+        return 2
+    except FileExistsError as e:  # an output appeared while working: name the CLI flag, not the Python keyword
+        print(f"ss4d: error: {str(e).replace('pass overwrite=True', 'add --overwrite')}", file=sys.stderr)
         return 2
     except ValueError as e:
         print(f"ss4d: error: {e}", file=sys.stderr)

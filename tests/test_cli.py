@@ -87,13 +87,62 @@ def test_generate_mp4_with_matting_and_odd_frames(model_dir, shared, tmp_path):
     _check_outputs(out, 3, renders=False)
 
 
-def test_existing_output_not_overwritten(model_dir, shared, tmp_path, capsys):
+@pytest.fixture
+def no_compute(monkeypatch):
+    """Fail the test if the clip is read or the model loaded: output checks must come first."""
+    from ss4d.pipeline import video_io, video_to_4d
+
+    def boom(*a, **k):
+        raise AssertionError("work started before the output was checked")
+
+    monkeypatch.setattr(video_io, "read_frames", boom)
+    monkeypatch.setattr(video_to_4d.VideoTo4DPipeline, "from_pretrained", classmethod(boom))
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("ss4d: error:") and len(err.strip().splitlines()) == 1, err
+    assert "overwrite=True" not in err and "Traceback" not in err
+    return err
+
+
+def test_existing_output_not_overwritten(model_dir, shared, tmp_path, capsys, no_compute):
     out = tmp_path / "exists"
     out.mkdir()
     (out / "keep.txt").write_text("user data")
     rc = _run(["generate", shared / "data/clips/rose", "-o", out, "--model", model_dir, "--frames", "2"])
-    assert rc == 2 and "already exists" in capsys.readouterr().err
+    err = _one_error_line(capsys)
+    assert rc == 2 and "already exists" in err and "--overwrite" in err and "-o" in err
     assert (out / "keep.txt").read_text() == "user data" and len(list(out.iterdir())) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exists"]
+
+
+@pytest.mark.parametrize("case", ["under_a_file", "is_a_file", "read_only_fs"])
+def test_unusable_output_refused_before_work(case, shared, tmp_path, capsys, no_compute):
+    blocker = tmp_path / "somefile"
+    blocker.write_text("not a folder")
+    if case == "under_a_file":  # the parent is a file: nothing can be created there (even as root)
+        out, words = blocker / "sub" / "out", "is a file, not a folder"
+    elif case == "is_a_file":
+        out, words = blocker, "is a file, not a folder"
+    else:
+        if not os.path.isdir("/proc/self"):
+            pytest.skip("no /proc to stand for a place where nothing can be created")
+        out, words = "/proc/ss4d-test-output", "not writable"
+    rc = _run(["generate", shared / "data/clips/rose", "-o", out, "--overwrite"])
+    err = _one_error_line(capsys)
+    assert rc == 2 and words in err and "-o/--output" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["somefile"] and blocker.read_text() == "not a folder"
+
+
+def test_existing_empty_output_folder_accepted(model_dir, shared, tmp_path):
+    out = tmp_path / "empty"
+    out.mkdir()
+    rc = _run(["generate", shared / "data/clips/rose", "-o", out, "--model", model_dir, "--frames", "2",
+               "--steps", "1", "--cfg", "0", "--no-renders", "--quiet"])
+    assert rc == 0
+    _check_outputs(out, 2, renders=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]  # no temporary folders left
 
 
 @pytest.mark.parametrize("kind", ["missing", "text", "one_frame", "transparent"])
@@ -130,7 +179,7 @@ def test_bad_model_folder(tmp_path, shared, capsys):
     assert rc == 2 and "lacks" in capsys.readouterr().err
 
 
-def test_render_and_export_saved_result(model_dir, shared, tmp_path):
+def test_render_and_export_saved_result(model_dir, shared, tmp_path, capsys):
     out = tmp_path / "r"
     assert _run(["generate", shared / "data/clips/rose", "-o", out, "--model", model_dir, "--frames", "2",
                  "--steps", "1", "--cfg", "0", "--no-renders", "--quiet"]) == 0
@@ -140,6 +189,24 @@ def test_render_and_export_saved_result(model_dir, shared, tmp_path):
     assert len(list((tmp_path / "exp" / "ply").glob("*.ply"))) == 2
     assert _run(["export", out / "result.ss4d", "--format", "glb", "-o", tmp_path / "exp"]) == 0
     assert (tmp_path / "exp.glb").exists()
+    # existing outputs: refused without --overwrite, before the .ss4d is read, with the CLI's flag named
+    for fmt in ("ply", "glb"):
+        assert _run(["export", tmp_path / "nothing.ss4d", "--format", fmt, "-o", tmp_path / "exp"]) == 2
+        err = capsys.readouterr().err
+        assert "already exists" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    # y-up PLYs with SH degree 3 padding, re-read: x, z, -y and the 45 f_rest_* the INRIA loader expects
+    assert _run(["export", out / "result.ss4d", "--format", "ply", "-o", tmp_path / "yup", "--up", "y",
+                 "--sh-degree", "3"]) == 0
+    gs, _, _ = load_4d(out / "result.ss4d")
+    v = PlyData.read(str(tmp_path / "yup" / "ply" / "frame_001.ply"))["vertex"]
+    names = [p.name for p in v.properties]
+    assert names[9:54] == [f"f_rest_{i}" for i in range(45)] and names[54] == "opacity"
+    assert all(np.all(np.asarray(v[f"f_rest_{i}"]) == 0) for i in range(45))
+    xyz = gs[1].get_xyz.numpy()
+    got = np.stack([np.asarray(v[k]) for k in "xyz"], 1)
+    np.testing.assert_allclose(got, np.stack([xyz[:, 0], xyz[:, 2], -xyz[:, 1]], 1), atol=1e-6)
+    assert _run(["export", out / "result.ss4d", "--format", "glb", "-o", tmp_path / "g2", "--up", "y"]) == 2
+    assert "--format ply only" in capsys.readouterr().err and not (tmp_path / "g2.glb").exists()
 
 
 def test_python_m_entry_point(tmp_path):

@@ -9,17 +9,22 @@ name. Writers refuse to replace an existing target unless ``overwrite=True`` and
   (``safetensors.save_file``, ``PlyData.write``, encoders ...);
 * :func:`atomic_dir` - a context manager yielding a temporary *folder* next to the target, renamed onto the target
   when the ``with`` block succeeds and deleted when it fails.
+
+Also the append-only JSONL log writer (:func:`append_jsonl`) and :func:`sha256_file`, shared by the dataset
+writers and the evaluation.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_dir", "atomic_file", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["append_jsonl", "atomic_dir", "atomic_file", "atomic_write_bytes", "atomic_write_text", "sha256_file"]
 
 
 def _umask() -> int:
@@ -139,3 +144,30 @@ def atomic_dir(path, *, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def sha256_file(path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in ``chunk``-byte pieces."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def append_jsonl(path, row: dict, lock=None, default=None) -> None:
+    """Append ``row`` as one sorted-key JSON line and fsync it (under ``lock`` when given); a line left partial by a
+    killed writer is ended first. ``default`` is passed to :func:`json.dumps`."""
+    line = json.dumps(row, sort_keys=True, default=default) + "\n"
+    with lock or contextlib.nullcontext(), open(path, "a", encoding="utf-8") as f:
+        if f.tell() > 0:  # a writer killed mid-line leaves a partial line: start on a fresh one
+            with open(path, "rb") as r:
+                r.seek(-1, os.SEEK_END)
+                if r.read(1) != b"\n":
+                    f.write("\n")
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())

@@ -21,7 +21,6 @@ manifest row (with the sha256 of every file) appended, so the manifest lists exa
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import multiprocessing as mp
@@ -38,7 +37,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 
-from ss4d.io_utils import atomic_dir, atomic_file, atomic_write_text
+from ss4d.io_utils import append_jsonl, atomic_dir, atomic_file, atomic_write_text, sha256_file
 from ss4d.pipeline.preprocess import crop_rgba_frames
 from ss4d.render.camera import Camera
 
@@ -84,17 +83,6 @@ def clip_id(seed: int, index: int) -> str:
     return f"proc{int(seed)}_{int(index):06d}"
 
 
-def sha256_file(path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
-
-
 def read_manifest(root) -> list[dict]:
     """Rows of ``root/manifest.jsonl`` (a truncated or corrupt line, e.g. from a killed writer, is skipped with a
     warning; a later row for the same id replaces an earlier one)."""
@@ -116,17 +104,7 @@ def read_manifest(root) -> list[dict]:
 
 
 def _append_jsonl(path: Path, row: dict) -> None:
-    line = json.dumps(row, sort_keys=True) + "\n"
-    with open(path, "a", encoding="utf-8") as f:
-        # a previous writer killed mid-line leaves a partial line: start on a fresh line
-        if f.tell() > 0:
-            with open(path, "rb") as r:
-                r.seek(-1, os.SEEK_END)
-                if r.read(1) != b"\n":
-                    f.write("\n")
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
+    append_jsonl(path, row)
 
 
 # ================================================================================================================

@@ -34,14 +34,11 @@ Blender crash, timeout) are logged and skipped; the run goes on and lists them a
 from __future__ import annotations
 
 import argparse
-import contextlib
 import fnmatch
-import hashlib
 import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -53,6 +50,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+
+from ss4d.io_utils import append_jsonl, sha256_file
+from ss4d.workers import run_module_worker
 
 from .blender import (
     BPY_MISSING_MESSAGE,
@@ -88,28 +88,8 @@ _CONFIG_KEYS = ("format", "source", "seed", "num_frames", "resolution", "num_vie
 # ================================================================================================================
 # small helpers
 # ================================================================================================================
-def sha256_file(path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
-
-
 def _append_jsonl(path: Path, row: dict, lock: threading.Lock | None = None) -> None:
-    line = json.dumps(row, sort_keys=True, default=str) + "\n"
-    with lock or contextlib.nullcontext(), open(path, "a", encoding="utf-8") as f:
-        if f.tell() > 0:  # a writer killed mid-line leaves a partial line: start on a fresh one
-            with open(path, "rb") as r:
-                r.seek(-1, os.SEEK_END)
-                if r.read(1) != b"\n":
-                    f.write("\n")
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
+    append_jsonl(path, row, lock, default=str)
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -400,31 +380,8 @@ def _salvage(root: Path, work: Path, done: set, lock: threading.Lock) -> int:
 
 
 def _spawn(job: dict, job_path: Path, log_path: Path, timeout: float | None, python: str) -> tuple[int | None, str]:
-    env = dict(os.environ)
-    threads = int(job.get("threads") or 0)
-    if threads > 0:
-        for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            env[k] = str(threads)
-    pkg_root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    cmd = [python, "-m", "ss4d.data.render_assets", "--worker", str(job_path)]
-    with open(log_path, "ab") as lf:
-        lf.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
-        lf.flush()
-        proc = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        try:
-            rc = proc.wait(timeout=timeout)
-            return rc, ""
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, 9)
-            proc.wait()
-            return None, f"timed out after {timeout:.0f} s"
-        except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, 9)
-            proc.wait()
-            raise
+    return run_module_worker("ss4d.data.render_assets", ["--worker", job_path], log_path, timeout=timeout,
+                             threads=int(job.get("threads") or 0), python=python, banner=True)
 
 
 def render_assets(assets: Sequence, out, *, num_frames: int = 16, num_views: int = 150, size: int = 512,

@@ -9,7 +9,7 @@ endif
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ss4d-installed
 
-.PHONY: install test demo lint bench vectors clean
+.PHONY: install test demo lint bench vectors clean chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,15 @@ install: $(STAMP)
 
 test: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q tests
+
+# Optional: Debian's headless Chromium for tests/test_viewer_browser.py (viewer.html opened from file://).
+# Best effort: without it (no apt, no root, no network) that test skips and `make test` still passes.
+chromium:
+	@if command -v chromium >/dev/null 2>&1; then echo "chromium: $$(command -v chromium)"; \
+	elif ! command -v apt-get >/dev/null 2>&1; then echo "no apt-get: browser test of viewer.html will skip"; \
+	else SUDO=; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; \
+	  { $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium \
+	    >/dev/null; } || echo "chromium not installed: browser test of viewer.html will skip"; fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,7 +1,8 @@
 """viewer.html in a real browser: headless Chromium opens it from file://, driven over the DevTools protocol.
 
-Skipped (with the reason) when Chromium is not installed (Debian: ``apt-get install chromium``; ``SS4D_CHROMIUM``
-names another binary) or has no WebGL2. The protocol runs over ``--remote-debugging-pipe`` (stdlib only).
+Skipped (with the reason) when Chromium is not installed (Debian: ``apt-get install chromium`` or ``make chromium``;
+``SS4D_CHROMIUM`` names another binary) or has no WebGL2. The protocol runs over ``--remote-debugging-pipe`` (stdlib
+only). The demo's viewer (``outputs/demo/viewer.html`` from ``make demo``, or ``SS4D_DEMO_VIEWER``) is checked too.
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ from ss4d.render.gaussians import Gaussians
 
 CHROMIUM = os.environ.get("SS4D_CHROMIUM") or next(
     (c for c in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if os.path.exists(c)), None)
-DEMO_VIEWER = Path(__file__).resolve().parents[1] / "outputs" / "demo" / "viewer.html"
+DEMO_VIEWER = Path(os.environ.get("SS4D_DEMO_VIEWER")
+                   or Path(__file__).resolve().parents[1] / "outputs" / "demo" / "viewer.html")  # `make demo`
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium not found (apt-get install chromium, or set "
                                                           "SS4D_CHROMIUM): browser test of viewer.html skipped")
@@ -238,7 +240,28 @@ def test_partly_written_file_shows_the_frames_it_has(browser, viewer_html, tmp_p
     assert _non_blank(page.canvas_pixels()) > 0.01
 
 
-@pytest.mark.skipif(not DEMO_VIEWER.is_file(), reason="no outputs/demo/viewer.html (run `make demo` first)")
+def test_picked_ply_files_play(browser, viewer_html, tmp_path):
+    """.ply frames chosen in the page's file picker (here y-up ones) replace the embedded frames."""
+    from ss4d.export.ply import save_ply
+
+    plys = [save_ply(g, tmp_path / f"f{t}.ply", up="y", sh_degree=3) for t, g in enumerate(_blob_frames(2))]
+    page = browser.open(viewer_html.as_uri() + "#frame=0")
+    page.wait("window.ss4dApp && ss4dApp.done")
+    page.js("document.getElementById('ss4d-up').value = 'y'")
+    obj = browser.call("Runtime.evaluate", page.s, expression="document.getElementById('ss4d-files')")["result"]
+    browser.call("DOM.setFileInputFiles", page.s, files=[str(p) for p in plys], objectId=obj["objectId"])
+    page.wait("ss4dApp.done && ss4dApp.total === 2 && ss4dApp.loaded === 2")
+    assert page.status() == ""
+    a, b = page.show(0), page.show(1)
+    assert _non_blank(a) > 0.01 and np.abs(a - b).mean() > 2.0
+    # y-up files shown upright: the same picture as the embedded (z-up) frame 0
+    page2 = browser.open(viewer_html.as_uri() + "#frame=0")
+    page2.wait("window.ss4dApp && ss4dApp.done")
+    ref = page2.show(0)
+    assert np.abs(a - ref).mean() < 2.0
+
+
+@pytest.mark.skipif(not DEMO_VIEWER.is_file(), reason=f"no {DEMO_VIEWER} (run `make demo` first)")
 def test_demo_viewer(browser):
     page = browser.open(DEMO_VIEWER.as_uri() + "#frame=0")
     page.wait("window.ss4dApp && ss4dApp.done", timeout=180)

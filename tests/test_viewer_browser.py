@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from ss4d.export import export_4d
-from ss4d.render.gaussians import Gaussians
+from ss4d.gaussians import Gaussians
 
 CHROMIUM = os.environ.get("SS4D_CHROMIUM") or next(
     (c for c in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if os.path.exists(c)), None)

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from plyfile import PlyData, PlyElement
 
+from ss4d.gaussians import Gaussians, inverse_softplus
 from ss4d.io_utils import atomic_file
-from ss4d.render.gaussians import Gaussians, inverse_softplus
 
 __all__ = ["PLY_PROPERTIES", "UP_AXES", "Y_UP", "Z_UP_TO_Y_UP", "gaussians_to_ply_arrays", "load_ply",
            "ply_properties", "save_ply"]

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ss4d.gaussians import Gaussians
 from ss4d.io_utils import atomic_write_text
-from ss4d.render.gaussians import Gaussians
 
 __all__ = ["FRAME_MAGIC", "VIEWER_ASSETS", "encode_frame", "viewer_script", "write_viewer"]
 

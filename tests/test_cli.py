@@ -185,6 +185,12 @@ def test_render_and_export_saved_result(model_dir, shared, tmp_path, capsys):
                  "--steps", "1", "--cfg", "0", "--no-renders", "--quiet"]) == 0
     assert _run(["render", out / "result.ss4d", "-o", tmp_path / "renders", "--size", "32"]) == 0
     assert _decoded_frames(next((tmp_path / "renders").glob("grid.*"))) == 2
+    assert _run(["render", tmp_path / "nothing.ss4d", "-o", tmp_path / "renders"]) == 2  # checked before reading
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "empty").mkdir()
+    assert _run(["render", out / "result.ss4d", "-o", tmp_path / "empty", "--size", "32"]) == 0
+    assert list((tmp_path / "empty").glob("grid.*"))
     assert _run(["export", out / "result.ss4d", "--format", "ply", "-o", tmp_path / "exp"]) == 0
     assert len(list((tmp_path / "exp" / "ply").glob("*.ply"))) == 2
     assert _run(["export", out / "result.ss4d", "--format", "glb", "-o", tmp_path / "exp"]) == 0

@@ -41,6 +41,7 @@ from ss4d.io_utils import append_jsonl, atomic_dir, atomic_file, atomic_write_te
 from ss4d.pipeline.preprocess import crop_rgba_frames
 from ss4d.render.camera import Camera
 
+from .batching import collate
 from .features import get_encoder, voxel_features
 from .hammersley import hammersley_cameras
 from .procedural import make_clip, render_views
@@ -560,35 +561,6 @@ def _crop_camera(cam: Camera, box) -> Camera:
     K[0, 2] = (K[0, 2] - left / cam.width) / wx
     K[1, 2] = (K[1, 2] - upper / cam.height) / wy
     return Camera(cam.extrinsics.clone(), K, cam.width, cam.height, cam.near, cam.far)
-
-
-def collate(batch: Sequence[dict]) -> dict:
-    """Batch ``B`` samples of :class:`ClipDataset` (same ``T``, view count and image sizes).
-
-    ``coords`` become ``[sum N, 4]`` = (b, x, y, z) with ``b = sample * T + frame`` (the SparseTensor batch
-    layout), ``feats`` ``[sum N, C]``; dense tensors are stacked (``cond_frames [B,T,H,W,4]``, ``occupancy
-    [B,T,R,R,R]``, ``views [B,T,V,4,S,S]``, ``frame_indices [B,T]``, ``view_indices [B,T,V]``); camera lists and
-    ids become lists of length ``B``; ``batch_size`` = ``B * T`` sparse batch entries, ``num_frames`` = ``T``."""
-    if not batch:
-        raise ValueError("collate: empty batch")
-    T = int(batch[0]["frame_indices"].shape[0])
-    coords = []
-    for i, s in enumerate(batch):
-        if int(s["frame_indices"].shape[0]) != T:
-            raise ValueError("collate: samples have different numbers of frames")
-        c = s["coords"].clone()
-        c[:, 0] = c[:, 0] + i * T
-        coords.append(c)
-    out = {"coords": torch.cat(coords).to(torch.int32), "feats": torch.cat([s["feats"] for s in batch]),
-           "num_frames": T, "batch_size": len(batch) * T, "num_samples": len(batch)}
-    for key in ("cond_frames", "occupancy", "views", "frame_indices", "view_indices"):
-        if key in batch[0]:
-            out[key] = torch.stack([s[key] for s in batch])
-    for key in ("id", "cameras", "cond_cameras"):
-        if key in batch[0]:
-            out[key if key != "id" else "ids"] = [s[key] for s in batch]
-    return out
-
 
 
 def concat_clip_datasets(roots, align: str | None = None, align_jitter_deg: float = 0.0, **kwargs):

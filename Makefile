@@ -24,6 +24,7 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q tests
 
 # Optional: Debian's headless Chromium for tests/test_viewer_browser.py (viewer.html opened from file://).

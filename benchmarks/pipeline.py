@@ -20,7 +20,8 @@ CHILD = r"""
 import json, sys, time, resource, torch
 torch.set_num_threads(int(sys.argv[4]))
 from ss4d import VideoTo4DPipeline
-from ss4d.pipeline.video_io import read_frames, select_frames
+from ss4d.media.read import read_frames
+from ss4d.pipeline.frames import select_frames
 t0 = time.perf_counter()
 pipe = VideoTo4DPipeline.from_pretrained(sys.argv[1] or None)
 load = time.perf_counter() - t0

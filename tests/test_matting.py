@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from ss4d.errors import InputError
+from ss4d.media.read import read_frames
 from ss4d.pipeline.matting import (
     _decontaminate,
     background_model,
@@ -16,7 +17,6 @@ from ss4d.pipeline.matting import (
     refine_grabcut,
     smooth_masks,
 )
-from ss4d.pipeline.video_io import read_frames
 
 GREEN = np.array([40, 180, 70], np.float32)
 

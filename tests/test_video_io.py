@@ -1,4 +1,4 @@
-"""Tests for ss4d.pipeline.video_io: reading clips, input errors, frame selection, writers."""
+"""Tests for the media layer (ss4d.media.read / write) and frame selection (ss4d.pipeline.frames)."""
 from __future__ import annotations
 
 import os
@@ -11,17 +11,11 @@ import pytest
 from PIL import Image
 
 from ss4d.errors import InputError
-from ss4d.pipeline import video_io
-from ss4d.pipeline.video_io import (
-    assign_frames_to_windows,
-    count_frames,
-    natural_key,
-    read_frames,
-    select_frames,
-    split_windows,
-    write_gif,
-    write_video,
-)
+from ss4d.media import read as media_read
+from ss4d.media import write as media_write
+from ss4d.media.read import count_frames, natural_key, read_frames
+from ss4d.media.write import write_gif, write_video
+from ss4d.pipeline.frames import assign_frames_to_windows, select_frames, split_windows
 
 
 def _save_png(path, arr):
@@ -54,7 +48,7 @@ def test_folder_natural_order_and_ignores_other_files(tmp_path):
     assert clip.names == ["0.png", "1.png", "2.png", "10.png"]
     assert [int(f[0, 0, 0]) for f in clip.frames] == [0, 20, 40, 200]
     assert not clip.has_alpha and clip.frames[0].shape == (16, 24, 3)
-    assert clip.fps == video_io.DEFAULT_FPS
+    assert clip.fps == media_read.DEFAULT_FPS
 
 
 def test_list_of_paths_keeps_given_order(tmp_path):
@@ -336,7 +330,7 @@ def test_write_video_falls_back_to_gif(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("encoder unavailable")
 
-    monkeypatch.setattr(video_io, "_encode_av", boom)
+    monkeypatch.setattr(media_write, "_encode_av", boom)
     frames = [_rgb(16, 16, v=i * 50) for i in range(3)]
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")

@@ -277,7 +277,7 @@ def load_masks(source, n: int | None = None, size: tuple[int, int] | None = None
 
     ``n``: required number of masks; ``size``: required ``(height, width)``.  Mismatches raise :class:`InputError`.
     """
-    from .video_io import _load_image, list_images
+    from ..media.read import _load_image, list_images
 
     label = str(source) if isinstance(source, (str, os.PathLike)) else "mask list"
     if isinstance(source, (str, os.PathLike)):

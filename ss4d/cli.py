@@ -38,8 +38,8 @@ def cmd_generate(a) -> int:
     import torch
 
     from .export.save import save_result
+    from .media.read import read_frames
     from .pipeline.matting import matte_clip
-    from .pipeline.video_io import read_frames
     from .pipeline.video_to_4d import VideoTo4DPipeline
 
     out = Path(a.output)

@@ -90,12 +90,13 @@ def test_generate_mp4_with_matting_and_odd_frames(model_dir, shared, tmp_path):
 @pytest.fixture
 def no_compute(monkeypatch):
     """Fail the test if the clip is read or the model loaded: output checks must come first."""
-    from ss4d.pipeline import video_io, video_to_4d
+    from ss4d.media import read
+    from ss4d.pipeline import video_to_4d
 
     def boom(*a, **k):
         raise AssertionError("work started before the output was checked")
 
-    monkeypatch.setattr(video_io, "read_frames", boom)
+    monkeypatch.setattr(read, "read_frames", boom)
     monkeypatch.setattr(video_to_4d.VideoTo4DPipeline, "from_pretrained", classmethod(boom))
 
 

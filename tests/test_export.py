@@ -23,9 +23,9 @@ from ss4d.export.container import load_4d, read_4d_meta, save_4d
 from ss4d.export.glb import gaussians_to_glb, save_animated_glb, srgb_to_linear, voxels_to_mesh
 from ss4d.export.ply import PLY_PROPERTIES, Z_UP_TO_Y_UP, load_ply, save_ply
 from ss4d.export.viewer import viewer_script, write_viewer
+from ss4d.gaussians import Gaussians
 from ss4d.io_utils import atomic_dir, atomic_file, atomic_write_bytes, atomic_write_text
 from ss4d.render.camera import look_at_extrinsics
-from ss4d.render.gaussians import Gaussians
 from ss4d.render.preview import voxel_colors_from_gaussians, voxels_to_quads
 
 

@@ -28,8 +28,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from ss4d.gaussians import Gaussians
 from ss4d.io_utils import atomic_file
-from ss4d.render.gaussians import Gaussians
 
 __all__ = ["CONVENTIONS", "FORMAT_NAME", "FORMAT_VERSION", "RAW_KEYS", "load_4d", "read_4d_meta", "save_4d",
            "split_coords"]

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from ss4d.io_utils import atomic_file, atomic_write_text
-from ss4d.pipeline.video_io import write_video
+from ss4d.media.write import write_video
 from ss4d.render.camera import Camera
 from ss4d.render.input_view import (
     DEFAULT_FOV_DEG,
@@ -165,7 +165,7 @@ def write_all_renders(out_dir, gaussians_list: Sequence, input_frames=None, coor
 
     ``coords``: per-frame ``[N_t,3]`` occupied voxels (None: derived from the Gaussian centres).
     ``input_frames``: ``[T,H,W,3|4]`` uint8 (see :func:`render_side_by_side_frames` for ``input_alpha`` /
-    ``input_view``). Videos go through :func:`ss4d.pipeline.video_io.write_video` (H.264 MP4, GIF fallback), so a
+    ``input_view``). Videos go through :func:`ss4d.media.write.write_video` (H.264 MP4, GIF fallback), so a
     returned path may end in ``.gif``. ``meta`` is ``renders.json``: the settings and the input view used."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from ..gaussians import SH_C0, Gaussians
 from ..render.camera import project_points
-from ..render.gaussians import SH_C0, Gaussians
 
 __all__ = ["fill_outside_mask", "transfer_input_colors"]
 

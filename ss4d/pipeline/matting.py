@@ -45,7 +45,7 @@ MODES = ("auto", "key", "alpha", "none")
 
 
 def _frames_list(frames) -> list[np.ndarray]:
-    if hasattr(frames, "frames") and not isinstance(frames, np.ndarray):  # a video_io.Clip
+    if hasattr(frames, "frames") and not isinstance(frames, np.ndarray):  # a media.read.Clip
         frames = frames.frames
     out = [np.asarray(f) for f in frames]
     if not out:

@@ -62,13 +62,16 @@ class FlowEulerSampler:
 
     def sample(self, model: Callable, noise, cond, neg_cond=None, steps: int = 25, rescale_t: float = 1.0,
                cfg_strength: float = 0.0, cfg_interval=(0.0, 1.0), trace: SamplerTrace | None = None,
-               progress: Callable[[int, int], None] | None = None, **kw):
-        """Integrate from t=1 (noise) to t=0; `kw` (e.g. num_frames) is passed to the model."""
+               progress: Callable[[int, int], None] | None = None, guide: Callable | None = None, **kw):
+        """Integrate from t=1 (noise) to t=0; `kw` (e.g. num_frames) is passed to the model. `guide(x, t, v,
+        sigma_min) -> v` (optional, not in the official samplers) may steer each step's velocity."""
         ts = time_grid(steps, rescale_t)
         x = noise
         for i in range(steps):
             t, t_prev = float(ts[i]), float(ts[i + 1])
             v = self.velocity(model, x, t, cond, neg_cond, cfg_strength, tuple(cfg_interval), trace, **kw)
+            if guide is not None:
+                v = guide(x, t, v, self.sigma_min)
             xf = _feats(x)
             if trace is not None:
                 s = self.sigma_min

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..gaussians import Gaussians
 from ..models.checkpoint import CheckpointError
-from ..render.gaussians import Gaussians
 from ..sparse.tensor import SparseTensor
 from .checkpoint_folder import (
     PipelineConfig,
@@ -27,6 +27,7 @@ from .checkpoint_folder import (
     read_pipeline_config,
 )
 from .samplers import SamplerTrace, build_sampler
+from .silhouette import SilhouetteGuide, read_silhouette_settings
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -131,6 +132,8 @@ class VideoTo4DPipeline:
         if self.temporal_noise not in ("independent", "shared"):
             raise CheckpointError(f"pipeline.json: temporal_noise must be 'independent' or 'shared', "
                                   f"got {self.temporal_noise!r}")
+        # ss4d option: silhouette guidance of the structure sampler (ss4d.pipeline.silhouette); off when absent
+        self.silhouette = read_silhouette_settings(config.extra.get("silhouette_guidance"), CheckpointError)
         # steps after decoding that are not part of SS4D, in order (`post_steps` in pipeline.json)
         self.post_steps = read_post_steps(config.extra)
         cfi = [st for st in self.post_steps if st["name"] == "color_from_input"]
@@ -190,9 +193,10 @@ class VideoTo4DPipeline:
 
     @torch.no_grad()
     def sample_structure(self, cond, gen: torch.Generator, steps=None, cfg=None, progress=None,
-                         trace: dict | None = None):
+                         trace: dict | None = None, masks=None):
         """Stage 1: coords [N, 4] (frame, x, y, z) of the occupied voxels. `trace` (a dict) receives the noise,
-        the sampler's per-call record, the latent and the occupancy logits."""
+        the sampler's per-call record, the latent and the occupancy logits. `masks` ([T, H, W] input alpha) enable
+        the silhouette guidance / carving set in `self.silhouette`."""
         flow = self.models["sparse_structure_flow_model"]
         T = cond.shape[0]
         r = flow.resolution
@@ -203,12 +207,22 @@ class VideoTo4DPipeline:
         noise = noise.to(self.device)
         params = self._params(self.ss_params, steps, cfg)
         strace = SamplerTrace() if trace is not None else None
+        decoder = self.models["sparse_structure_decoder"]
+        guide = None
+        if masks is not None and self.silhouette.enabled:
+            guide = SilhouetteGuide(decoder, masks[:T] if len(masks) >= T else
+                                    np.concatenate([masks, masks[-1:]], 0), self.silhouette, self.dtype)
         z = self.ss_sampler.sample(self._wrap(flow), noise, cond, torch.zeros_like(cond), num_frames=T,
-                                   progress=progress, trace=strace, **params)
-        logits = self.models["sparse_structure_decoder"](z.to(self.dtype)).float()
+                                   progress=progress, trace=strace,
+                                   guide=guide if guide is not None and self.silhouette.strength > 0 else None,
+                                   **params)
+        logits = decoder(z.to(self.dtype)).float()
         if trace is not None:
             trace.update(ss_noise=noise, ss_sampler=strace, ss_latent=z, ss_logits=logits)
-        occ = logits[:, 0] > 0
+        refine = guide is not None and (self.silhouette.carve or self.silhouette.fill)
+        occ = guide.refine(logits) if refine else logits[:, 0] > 0
+        if trace is not None and guide is not None:
+            trace["silhouette_views"] = guide.views
         return self._fill_empty(occ)
 
     def _fill_empty(self, occ: torch.Tensor) -> torch.Tensor:
@@ -276,14 +290,14 @@ class VideoTo4DPipeline:
         """The whole job (what `ss4d generate`, the Python API and `ss4d evaluate` run): pick the frames (`num_frames`
         spread uniformly, or every `stride`-th; default all, at most the model's frame count), then one window, or
         for more frames than the model takes, overlapping windows stitched frame by frame (each frame from the window
-        where it is most central; see :func:`ss4d.pipeline.video_io.split_windows`).
+        where it is most central; see :func:`ss4d.pipeline.frames.split_windows`).
 
         `frames`: RGBA uint8 frames (HxWx4), or with `preprocessed=True` premultiplied RGB at image_size (the mask
         is then taken from the black surround). `fps`: the input's frame rate (None: unknown, the result plays at
         16); the result's rate follows the frame selection. `color_from_input`: None = the model folder's setting.
         `trace`: a dict that receives every intermediate (conditioning, noises, sampler records, latents, logits) of
         a one-window job, for comparing a run link by link with a reference."""
-        from .video_io import assign_frames_to_windows, select_frames, split_windows
+        from .frames import assign_frames_to_windows, select_frames, split_windows
 
         frames = list(frames)
         n = len(frames)
@@ -346,7 +360,8 @@ class VideoTo4DPipeline:
         gen = torch.Generator().manual_seed(int(seed))
         t0 = time.perf_counter()
         ss_bar = bars.stage("sparse structure", self._steps(self.ss_params, steps))
-        coords = self.sample_structure(cond["sparse_structure_flow_model"], gen, steps, cfg, ss_bar, trace)
+        coords = self.sample_structure(cond["sparse_structure_flow_model"], gen, steps, cfg, ss_bar, trace,
+                                       masks=alpha)
         timings["sparse_structure"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         slat_bar = bars.stage("spacetime latents", self._steps(self.slat_params, steps))

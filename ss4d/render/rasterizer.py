@@ -506,7 +506,7 @@ def rasterize(gaussians, camera, bg=(1.0, 1.0, 1.0), *, ssaa: int = 1, kernel_si
               tight_culling: bool = True) -> dict[str, torch.Tensor]:
     """Render one view.
 
-    ``gaussians``: a :class:`~ss4d.render.gaussians.Gaussians` (activated properties are used), a dict with
+    ``gaussians``: a :class:`~ss4d.gaussians.Gaussians` (activated properties are used), a dict with
     ``means [N,3], scales [N,3], rotations [N,4] (w,x,y,z), opacities [N] or [N,1], colors [N,3]`` or that 5-tuple.
     ``camera``: a :class:`~ss4d.render.camera.Camera` (or its dict form). ``bg``: RGB background.
     ``ssaa``: render at ``ssaa x`` the resolution and area-downsample.

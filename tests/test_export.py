@@ -606,7 +606,10 @@ def test_export_4d(tmp_path):
     coords = [np.unique(np.random.default_rng(t).integers(0, 64, (10, 3)), axis=0) for t in range(2)]
     out = export_4d(tmp_path / "asset", frames, 6, coords=coords)
     assert out["ss4d"].is_file() and out["glb"].is_file() and out["viewer"].is_file()
-    assert [p.name for p in out["ply"]] == ["frame_0000.ply", "frame_0001.ply"]
+    assert [p.name for p in out["ply"]] == ["frame_000.ply", "frame_001.ply"]
+    assert all(p.is_file() for p in out["ply"]) and "renders" not in out
+    with pytest.raises(FileExistsError):  # an existing, non-empty asset folder is kept
+        export_4d(tmp_path / "asset", frames, 6)
     gl, meta, cs = load_4d(out["ss4d"])
     assert meta["fps"] == 6 and torch.equal(gl[1]._xyz, frames[1]._xyz)
     assert np.array_equal(cs[0].numpy(), coords[0])

@@ -6,10 +6,11 @@ failed run leaves nothing half-written and an existing output is only replaced w
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..io_utils import atomic_dir
-from .container import save_4d
+from .container import save_4d, split_coords
 from .glb import gaussians_to_glb
 from .ply import save_ply
 from .renders import write_all_renders
@@ -44,27 +45,45 @@ def _grid_resolution(coords) -> int:
     return 32 if m <= 32 else 64
 
 
-def save_result(result, out_dir, overwrite: bool = False, renders: bool = True, render_size: int = 256) -> Path:
-    """Write the result's exports (and renders) into ``out_dir`` in one atomic step and return ``out_dir``."""
+def export_4d(out_dir, gaussians_list: Sequence, fps: float, *, coords: Sequence | None = None, input_frames=None,
+              extra_meta: dict | None = None, ply: bool = True, glb: bool = True, viewer: bool = True,
+              renders: bool = False, render_size: int = 256, input_view: dict | str | None = "auto",
+              overwrite: bool = False) -> dict[str, Path | list[Path]]:
+    """The one writer of an asset folder, in one atomic step: ``result.ss4d`` always, ``ply/frame_XXX.ply``,
+    ``animation.glb``, ``viewer.html`` and ``renders/`` as asked. Returns the paths (``"ss4d"``, ``"ply"`` (list),
+    ``"glb"``, ``"viewer"``, ``"renders"`` (dict))."""
     out_dir = Path(out_dir)
-    res = _grid_resolution(result.coords)
+    gl = list(gaussians_list)
+    per_frame = split_coords(coords, len(gl)) if coords is not None else None
+    res = _grid_resolution(per_frame) if per_frame is not None else 64
+    meta = {"voxel_resolution": res, **(extra_meta or {})}
+    names: dict[str, Path | list[Path]] = {}
     with atomic_dir(out_dir, overwrite=overwrite or is_empty_dir(out_dir)) as tmp:
         tmp = Path(tmp)
-        (tmp / "ply").mkdir()
-        plys = []
-        for t, g in enumerate(result.gaussians):
-            p = tmp / "ply" / f"frame_{t:03d}.ply"
-            save_ply(g, p)
-            plys.append(p)
-        save_4d(tmp / "result.ss4d", result.gaussians, result.fps,
-                coords=[c.int() for c in result.coords],
-                extra_meta={"seed": result.meta.get("seed"), "voxel_resolution": res,
-                            "timings": result.timings}, input_frames=result.frames)
-        gaussians_to_glb(tmp / "animation.glb", result.gaussians, result.fps, coords=result.coords,
-                         resolution=res)
-        write_viewer(tmp, result.gaussians, result.fps)
+        save_4d(tmp / "result.ss4d", gl, fps, coords=per_frame, extra_meta=meta, input_frames=input_frames)
+        names["ss4d"] = out_dir / "result.ss4d"
+        if ply:
+            (tmp / "ply").mkdir()
+            for t, g in enumerate(gl):
+                save_ply(g, tmp / "ply" / f"frame_{t:03d}.ply")
+            names["ply"] = [out_dir / "ply" / f"frame_{t:03d}.ply" for t in range(len(gl))]
+        if glb:
+            gaussians_to_glb(tmp / "animation.glb", gl, fps, coords=per_frame, resolution=res)
+            names["glb"] = out_dir / "animation.glb"
+        if viewer:
+            write_viewer(tmp, gl, fps)
+            names["viewer"] = out_dir / "viewer.html"
         if renders:
-            write_all_renders(tmp / "renders", result.gaussians, result.frames, result.coords, result.fps,
-                              resolution=render_size, voxel_resolution=res,
-                              input_view=result.meta.get("input_view") or "auto")
-    return out_dir
+            written = write_all_renders(tmp / "renders", gl, input_frames, per_frame, fps, resolution=render_size,
+                                        voxel_resolution=res, input_view=input_view)
+            names["renders"] = {k: out_dir / "renders" / v.name for k, v in written.items()}
+    return names
+
+
+def save_result(result, out_dir, overwrite: bool = False, renders: bool = True, render_size: int = 256) -> Path:
+    """Write a :class:`~ss4d.pipeline.video_to_4d.VideoTo4DResult` (exports and renders) with :func:`export_4d` and
+    return ``out_dir``."""
+    export_4d(out_dir, result.gaussians, result.fps, coords=result.coords, input_frames=result.frames,
+              extra_meta={"seed": result.meta.get("seed"), "timings": result.timings}, renders=renders,
+              render_size=render_size, input_view=result.meta.get("input_view") or "auto", overwrite=overwrite)
+    return Path(out_dir)

@@ -102,13 +102,17 @@ def test_drop_condition_per_clip():
     assert out[:2].eq(1).all() and out[2:4].eq(0).all() and out[4:].eq(1).all()
 
 
-def test_euler_sampler_recovers_constant_target():
+def test_preview_sampler_recovers_constant_target():
+    """Training previews use the pipeline's sampler: the exact velocity of a point mass at x0 brings any noise there."""
+    from ss4d.train.flow_trainers import preview_sample
+
     x0 = torch.randn(2, 3)
 
-    def v(x, t, uncond):  # exact velocity field of a point mass at x0 (sigma = 0)
-        return (x - x0) / t
+    def flow(x, t, cond, num_frames=None):  # exact velocity field of a point mass at x0 (sigma_min = 0)
+        return (x - x0) / (t[:, None] / 1000.0)
 
-    out = fm.euler_sample(v, torch.randn(2, 3), steps=5, rescale_t=3.0)
+    out = preview_sample(flow, torch.randn(2, 3), torch.zeros(2, 1), 2,
+                         {"sigma_min": 0.0, "preview_steps": 5, "preview_cfg": 0.0})
     torch.testing.assert_close(out, x0, atol=1e-5, rtol=1e-5)
 
 

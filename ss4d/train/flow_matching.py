@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 __all__ = ["SIGMA_MIN", "sample_t", "diffuse", "velocity_target", "drop_condition", "model_time",
-           "predict_x0", "euler_sample"]
+           "predict_x0"]
 
 SIGMA_MIN = 1e-5
 
@@ -63,19 +63,3 @@ def drop_condition(cond: torch.Tensor, drop: torch.Tensor, num_frames: int,
     keep = keep.view(-1, *([1] * (cond.dim() - 1))).to(cond.dtype)
     neg = torch.zeros_like(cond) if neg_cond is None else neg_cond.to(cond.dtype).expand_as(cond)
     return cond * keep + neg * (1 - keep)
-
-
-@torch.no_grad()
-def euler_sample(model_fn, noise: torch.Tensor, steps: int = 12, rescale_t: float = 3.0, cfg_strength: float = 0.0,
-                 cfg_interval=(0.5, 1.0), sigma_min: float = SIGMA_MIN):
-    """Minimal Euler sampler for training previews: `model_fn(x_t, t_scalar, uncond: bool) -> v`, rescaled time
-    grid `t' = r t / (1 + (r - 1) t)`, CFG `(1 + s) v_c - s v_u` inside the interval (the TRELLIS sampler)."""
-    ts = [1 - i / steps for i in range(steps + 1)]
-    ts = [rescale_t * t / (1 + (rescale_t - 1) * t) for t in ts]
-    x = noise
-    for t, t_prev in zip(ts[:-1], ts[1:]):
-        v = model_fn(x, t, False)
-        if cfg_strength > 0 and cfg_interval[0] <= t <= cfg_interval[1]:
-            v = (1 + cfg_strength) * v - cfg_strength * model_fn(x, t, True)
-        x = x - (t - t_prev) * v
-    return x

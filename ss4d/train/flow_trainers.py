@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ..pipeline.samplers import FlowEulerGuidanceIntervalSampler
 from ..sparse.tensor import SparseTensor
 from . import flow_matching as fm
 from . import losses as L
@@ -17,6 +18,15 @@ from .vae_trainers import _clip_rows
 
 _FLOW_DEFAULTS = {"p_uncond": 0.1, "t_mean": 1.0, "t_std": 1.0, "t_dist": "logit_normal",
                   "sigma_min": fm.SIGMA_MIN, "preview_steps": 8, "preview_cfg": 0.0}
+
+
+@torch.no_grad()
+def preview_sample(flow, noise, cond, num_frames: int, c: dict):
+    """A training preview drawn with the pipeline's own sampler (guidance interval [0.5, 1], rescaled time 3)."""
+    sampler = FlowEulerGuidanceIntervalSampler(c["sigma_min"])
+    return sampler.sample(lambda x, t, cc, **kw: flow(x, t, cc, **kw), noise, cond, torch.zeros_like(cond),
+                          steps=c["preview_steps"], rescale_t=3.0, cfg_strength=c["preview_cfg"],
+                          cfg_interval=(0.5, 1.0), num_frames=num_frames)
 
 
 class SSFlowTrainer(Trainer):
@@ -73,11 +83,7 @@ class SSFlowTrainer(Trainer):
         c = self.loss_cfg
         noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(self.seed)).to(x0)
 
-        def fn(x, tt, uncond):
-            cc = torch.zeros_like(cond) if uncond else cond
-            return flow(x, torch.full((T,), 1000.0 * tt, device=x.device), cc, num_frames=T).float()
-
-        z = fm.euler_sample(fn, noise, c["preview_steps"], cfg_strength=c["preview_cfg"], sigma_min=c["sigma_min"])
+        z = preview_sample(flow, noise, cond, T, c)
         flow.train(was)
         out = {"latent_mse": float((z - x0).square().mean())}
         if "ss_decoder" in self.frozen and "occupancy" in batch:
@@ -157,10 +163,6 @@ class SLatFlowTrainer(Trainer):
         noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(self.seed)).to(x0)
         x = SparseTensor(noise, coords[keep], T)
 
-        def fn(xx, tt, uncond):
-            cc = torch.zeros_like(cond) if uncond else cond
-            return flow(xx, torch.full((T,), 1000.0 * tt, device=noise.device), cc, num_frames=T)
-
-        z = fm.euler_sample(fn, x, c["preview_steps"], cfg_strength=c["preview_cfg"], sigma_min=c["sigma_min"])
+        z = preview_sample(flow, x, cond, T, c)
         flow.train(was)
         return {"latent_mse": float((z.feats - x0).square().mean()), "sample_std": float(z.feats.std())}

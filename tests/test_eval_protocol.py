@@ -6,6 +6,7 @@ alignment grid). The Blender parts need `bpy` and the shared assets and are skip
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import shutil
@@ -671,3 +672,31 @@ def test_training_assets_are_kept_out_of_the_mean(tmp_path):
     rep2 = run(tmp_path / "r", True)      # cached: only the scores and the report again
     assert rep2["headline"]["assets"] == ["proc2_000000", "proc2_000001"] and not rep2["headline"]["excluded"]
     assert "it flatters the model" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_additions_switch_off_one_at_a_time():
+    """Each ablation switches off exactly its addition on a copy; the per-frame set switches off all of them."""
+    from ss4d.eval.baselines import ABLATION_NAMES, ADDITIONS, switch_off
+    from ss4d.pipeline.silhouette import SilhouetteSettings
+
+    def pipe():
+        return types.SimpleNamespace(temporal_noise="shared", color_from_input=1.0,
+                                     silhouette=SilhouetteSettings(strength=0.5, carve=True, fill=True))
+
+    def on(p, kw):
+        q = copy.copy(p)
+        if "color_from_input" in kw:
+            q.color_from_input = kw["color_from_input"]
+        return {a.name for a in ADDITIONS if a.is_on(q)}
+
+    names = {a.name for a in ADDITIONS}
+    assert names == {"shared-noise", "color-transfer", "silhouette-guidance"}
+    assert ABLATION_NAMES == tuple(f"no-{n}" for n in (a.name for a in ADDITIONS))
+    orig = pipe()
+    for a in ADDITIONS:
+        p, kw = switch_off(orig, (a.name,))
+        assert on(p, kw) == names - {a.name}
+        assert on(orig, {}) == names                 # the original is untouched
+    p, kw = switch_off(orig, tuple(names))
+    assert on(p, kw) == set() and p.temporal_noise == "independent" and kw == {"color_from_input": 0.0}
+    assert p.silhouette.size == orig.silhouette.size and not p.silhouette.enabled

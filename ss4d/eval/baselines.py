@@ -48,7 +48,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +119,9 @@ ADDITIONS = (
     Addition("color-transfer", "colours taken from the input video (SS4D: the decoder's own colours)",
              lambda p: float(getattr(p, "color_from_input", 0.0) or 0.0) > 0.0,
              lambda p, kw: kw.__setitem__("color_from_input", 0.0)),
+    Addition("silhouette-guidance", "structure guided / carved / filled by the input masks (SS4D: none)",
+             lambda p: bool(getattr(getattr(p, "silhouette", None), "enabled", False)),
+             lambda p, kw: setattr(p, "silhouette", replace(p.silhouette, strength=0.0, carve=False, fill=False))),
 )
 ABLATION_NAMES = tuple(f"no-{a.name}" for a in ADDITIONS)
 

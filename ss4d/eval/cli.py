@@ -37,7 +37,8 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     e.add_argument("--baselines", default="",
                    help="comma list of baselines of --model: per-frame (temporal modules and every non-SS4D addition "
                         "off), static, ablations (one row per non-SS4D addition switched off: no-shared-noise, "
-                        "no-color-transfer, or name them); the empty baseline (background only) is always scored")
+                        "no-color-transfer, no-silhouette-guidance, or name them); the empty baseline (background "
+                        "only) is always scored")
     e.add_argument("--include-training-assets", action="store_true",
                    help="put assets the model's training record (training.json) lists as trained or tuned on into "
                         "the headline mean (they are always marked)")

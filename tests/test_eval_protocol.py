@@ -700,3 +700,22 @@ def test_additions_switch_off_one_at_a_time():
     p, kw = switch_off(orig, tuple(names))
     assert on(p, kw) == set() and p.temporal_noise == "independent" and kw == {"color_from_input": 0.0}
     assert p.silhouette.size == orig.silhouette.size and not p.silhouette.enabled
+
+
+def test_cached_generations_follow_the_model_files(tmp_path):
+    """The generation cache key covers the model folder's contents: a changed pipeline.json setting or weight file
+    changes it (a stale cache once scored an old configuration under a new one's name)."""
+    import json as _json
+
+    from ss4d.eval.baselines import model_fingerprint
+
+    m = tmp_path / "model"
+    (m / "ckpts").mkdir(parents=True)
+    (m / "pipeline.json").write_text(_json.dumps({"args": {"post_steps": []}}))
+    (m / "ckpts" / "a.safetensors").write_bytes(b"\x00" * 64)
+    first = model_fingerprint(m)
+    assert model_fingerprint(m) == first
+    (m / "pipeline.json").write_text(_json.dumps({"args": {"post_steps": ["color_from_input"]}}))
+    second = model_fingerprint(m)
+    (m / "ckpts" / "a.safetensors").write_bytes(b"\x01" * 64)
+    assert len({first, second, model_fingerprint(m)}) == 3

@@ -284,6 +284,16 @@ def _load_voxels(path, num_frames: int) -> list | None:
         return out
 
 
+def model_fingerprint(folder) -> str:
+    """A hash of a model folder's files (pipeline.json, configs, weights): cached generations of a model are reused
+    only while none of its files changed (a new pipeline.json setting or new weights regenerate)."""
+    from ss4d.io_utils import sha256_file
+
+    root = Path(folder)
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    return _hash({str(p.relative_to(root) if root.is_dir() else p.name): sha256_file(p) for p in files})
+
+
 def _hash(d: dict) -> str:
     import hashlib
 
@@ -535,8 +545,8 @@ def build_methods(cfg, root, progress=print) -> list:
             r = p(gt.input_frames(), seed=cfg.seed, steps=cfg.steps, cfg=cfg.cfg, **kw)
             return r.gaussians
 
-        gen = {"model": str(Path(cfg.model).resolve()), "seed": cfg.seed, "steps": cfg.steps, "cfg": cfg.cfg,
-               "dtype": cfg.dtype}
+        gen = {"model": str(Path(cfg.model).resolve()), "model_files": model_fingerprint(cfg.model), "seed": cfg.seed,
+               "steps": cfg.steps, "cfg": cfg.cfg, "dtype": cfg.dtype}
         yw = {"input_yaw_deg": yaw, "input_yaw_source": yaw_src}
         model = GeneratedMethod(cfg.name, "model", root, cfg, lambda gt: run("full", True, (), gt), gen, progress,
                                 **yw)

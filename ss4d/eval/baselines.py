@@ -251,7 +251,7 @@ def render_views(gaussians, pose: Pose, gt_settings, folder, device="cpu") -> No
     as straight-alpha RGBA."""
     from ss4d.render.rasterizer import rasterize
 
-    from .protocol import frame_file, view_name, write_rgba
+    from .gt import frame_file, view_name, write_rgba
 
     folder = Path(folder)
     for off in gt_settings.view_offsets:
@@ -437,7 +437,7 @@ class EmptyMethod:
         return {"kind": self.kind, "notes": "no Gaussians: every render is the white background; no voxels"}
 
     def produce(self, gt) -> MethodOutput:
-        from .protocol import frame_file, write_rgba
+        from .gt import frame_file, write_rgba
 
         folder = self.root / gt.asset_id
         H = W = int(gt.settings.size)

@@ -518,7 +518,7 @@ def write_report(report: dict, root, gts: dict, methods: dict, sheet_frames: int
     """Write ``report.json``, ``report.md``, ``plots/`` and ``sheets/`` under ``root``; returns the paths."""
     from ss4d.io_utils import atomic_write_text
 
-    from .protocol import load_renders
+    from .scoring import load_renders
 
     root = Path(root)
     clean = sanitize(report)

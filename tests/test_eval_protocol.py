@@ -20,7 +20,7 @@ from PIL import Image
 
 from ss4d.eval import align as A
 from ss4d.eval import protocol as P
-from ss4d.eval.baselines import disable_temporal, load_gaussians, save_gaussians
+from ss4d.eval.baselines import disable_temporal
 from ss4d.eval.report import bar_chart, contact_sheet, line_chart, numbers_only, sanitize
 from ss4d.render.camera import orbit_camera
 from ss4d.render.gaussians import Gaussians
@@ -124,14 +124,6 @@ def test_splat_matches_rasterizer_silhouette():
     ab, rb = A.splat(A.gaussian_points(g, 5000), torch.stack([cam.extrinsics, E2]), 40.0, 64)
     a1, r1 = A.splat(A.gaussian_points(g, 5000), E2, 40.0, 64)
     assert torch.equal(ab[1], a1) and torch.equal(rb[1], r1)
-
-
-def test_gaussians_round_trip(tmp_path):
-    gs = [_object(t) for t in range(2)]
-    save_gaussians(tmp_path / "g.safetensors", gs)
-    back = load_gaussians(tmp_path / "g.safetensors")
-    assert len(back) == 2 and all(torch.equal(a.get_xyz, b.get_xyz) and torch.equal(a.get_opacity, b.get_opacity)
-                                  for a, b in zip(gs, back))
 
 
 # ================================================================================================================

@@ -54,6 +54,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ss4d.export.container import load_4d, save_4d
 from ss4d.nn.attention import MultiHeadAttention
 from ss4d.sparse import attention as sattn
 
@@ -67,8 +68,6 @@ __all__ = [
     "ABLATION_NAMES",
     "switch_off",
     "disable_temporal",
-    "save_gaussians",
-    "load_gaussians",
     "render_views",
     "GeneratedMethod",
     "EmptyMethod",
@@ -213,37 +212,6 @@ def disable_temporal(pipeline):
 # ================================================================================================================
 # Gaussians on disk
 # ================================================================================================================
-_G_FIELDS = ("_xyz", "_features_dc", "_scaling", "_rotation", "_opacity")
-
-
-def save_gaussians(path, gaussians) -> None:
-    from safetensors.torch import save_file
-
-    tensors = {}
-    for t, g in enumerate(gaussians):
-        for k in _G_FIELDS:
-            tensors[f"f{t:03d}{k}"] = getattr(g, k).detach().float().cpu().contiguous()
-    g0 = gaussians[0]
-    meta = {"num_frames": len(gaussians), "aabb": list(g0.aabb), "scaling_bias": g0.scaling_bias,
-            "opacity_bias": g0.opacity_bias, "mininum_kernel_size": g0.mininum_kernel_size}
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.part")
-    save_file(tensors, str(tmp), metadata={"ss4d": json.dumps(meta)})
-    os.replace(tmp, path)
-
-
-def load_gaussians(path) -> list:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    from ss4d.render.gaussians import Gaussians
-
-    with safe_open(str(path), "pt") as f:
-        meta = json.loads(f.metadata()["ss4d"])
-    st = load_file(str(path))
-    return [Gaussians(*[st[f"f{t:03d}{k}"] for k in _G_FIELDS], aabb=tuple(meta["aabb"]),
-                      scaling_bias=meta["scaling_bias"], opacity_bias=meta["opacity_bias"],
-                      mininum_kernel_size=meta["mininum_kernel_size"]) for t in range(meta["num_frames"])]
 
 
 def render_views(gaussians, pose: Pose, gt_settings, folder, device="cpu") -> None:
@@ -331,26 +299,26 @@ class GeneratedMethod:
         return _hash({"gen": self.gen_settings, "gt": gt.settings.key(), "asset": gt.asset_id})
 
     def gaussians_for(self, gt) -> tuple[list, float, bool]:
-        """``(gaussians, seconds, cached)``; cached in ``gaussians.safetensors`` + ``gaussians.json``."""
+        """``(gaussians, seconds, cached)``; cached in ``gaussians.ss4d`` (export container) + ``gaussians.json``."""
         folder = self.root / gt.asset_id
         folder.mkdir(parents=True, exist_ok=True)
         if not self.cache_gaussians:
             t0 = time.perf_counter()
             return self._generate(gt), time.perf_counter() - t0, False
-        gp, kp = folder / "gaussians.safetensors", folder / "gaussians.json"
+        gp, kp = folder / "gaussians.ss4d", folder / "gaussians.json"
         key = self._gen_key(gt)
         if gp.is_file() and kp.is_file():
             try:
                 if json.loads(kp.read_text())["key"] == key:
-                    return load_gaussians(gp), 0.0, True
-            except (json.JSONDecodeError, KeyError, OSError, RuntimeError):
-                pass
+                    return load_4d(gp)[0], 0.0, True
+            except (json.JSONDecodeError, KeyError, OSError, RuntimeError, ValueError):
+                pass  # unreadable or of another format: generate again
         t0 = time.perf_counter()
         gs = self._generate(gt)
         dt = time.perf_counter() - t0
         if len(gs) != gt.num_frames:
             raise MethodError("frame_count", f"{len(gs)} frames generated for {gt.num_frames} input frames")
-        save_gaussians(gp, gs)
+        save_4d(gp, gs, 16.0, extra_meta={"method": self.name, "asset": gt.asset_id})
         kp.write_text(json.dumps({"key": key, "seconds": dt}), encoding="utf-8")
         return gs, dt, False
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["run_module_worker"]
+__all__ = ["run_module_worker", "worker_main"]
 
 
 def run_module_worker(module: str, args: Sequence[str], log_path, *, timeout: float | None = None, threads: int = 0,
@@ -41,3 +41,15 @@ def run_module_worker(module: str, args: Sequence[str], log_path, *, timeout: fl
                 os.killpg(proc.pid, 9)
             proc.wait()
             raise
+
+
+def worker_main(prog: str, flag: str, run_job, argv=None) -> int:
+    """The entry of a worker module: ``python -m prog flag JOB.json`` reads the job file and returns
+    ``run_job(job)``'s status."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(prog=prog)
+    p.add_argument(flag, required=True, dest="job", help="job JSON file")
+    a = p.parse_args(argv)
+    return run_job(json.loads(Path(a.job).read_text(encoding="utf-8")))

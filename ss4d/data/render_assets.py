@@ -33,7 +33,6 @@ Blender crash, timeout) are logged and skipped; the run goes on and lists them a
 """
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import json
 import logging
@@ -52,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from ss4d.io_utils import append_jsonl, sha256_file
-from ss4d.workers import run_module_worker
+from ss4d.workers import run_module_worker, worker_main
 
 from .blender import (
     BPY_MISSING_MESSAGE,
@@ -324,11 +323,7 @@ def run_asset_job(job: dict) -> int:
 
 
 def _worker_main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="ss4d.data.render_assets")
-    p.add_argument("--worker", required=True, help="job JSON file")
-    a = p.parse_args(argv)
-    job = json.loads(Path(a.worker).read_text(encoding="utf-8"))
-    return run_asset_job(job)
+    return worker_main("ss4d.data.render_assets", "--worker", run_asset_job, argv)
 
 
 # ================================================================================================================

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import json
 import logging
@@ -287,11 +286,9 @@ def render_gt_procedural(seed: int, index: int, folder, settings: GTSettings, a0
 
 
 def _gt_worker_main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="ss4d.eval.gt")
-    p.add_argument("--gt-worker", required=True, help="job JSON file")
-    a = p.parse_args(argv)
-    job = json.loads(Path(a.gt_worker).read_text(encoding="utf-8"))
-    return run_gt_job(job)
+    from ss4d.workers import worker_main
+
+    return worker_main("ss4d.eval.gt", "--gt-worker", run_gt_job, argv)
 
 
 def run_gt_job(job: dict) -> int:

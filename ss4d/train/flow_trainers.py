@@ -29,6 +29,20 @@ def preview_sample(flow, noise, cond, num_frames: int, c: dict):
                           cfg_interval=(0.5, 1.0), num_frames=num_frames)
 
 
+@torch.no_grad()
+def sample_like(trainer, x0, cond, num_frames: int, coords=None):
+    """A preview sample of the trainer's flow (eval mode, seeded noise shaped like `x0`; sparse when `coords`)."""
+    flow = trainer.models["flow"]
+    was = flow.training
+    flow.eval()
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(trainer.seed)).to(x0)
+    x = SparseTensor(noise, coords, num_frames) if coords is not None else noise
+    try:
+        return preview_sample(flow, x, cond, num_frames, trainer.loss_cfg)
+    finally:
+        flow.train(was)
+
+
 class SSFlowTrainer(Trainer):
     """4D sparse-structure flow: rectified flow on the SS-VAE latents of every frame's occupancy, one t and
     one condition drop per clip."""
@@ -77,14 +91,7 @@ class SSFlowTrainer(Trainer):
         T = int(batch["num_frames"])
         x0 = self.latents(batch)[:T]
         cond = self.models["conditioner"](batch["cond_frames"][:T]).float()
-        flow = self.models["flow"]
-        was = flow.training
-        flow.eval()
-        c = self.loss_cfg
-        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(self.seed)).to(x0)
-
-        z = preview_sample(flow, noise, cond, T, c)
-        flow.train(was)
+        z = sample_like(self, x0, cond, T)
         out = {"latent_mse": float((z - x0).square().mean())}
         if "ss_decoder" in self.frozen and "occupancy" in batch:
             pred = self.frozen["ss_decoder"](z)[:, 0] > 0
@@ -156,13 +163,5 @@ class SLatFlowTrainer(Trainer):
         keep = coords[:, 0] < T
         x0 = self.latents(batch)[keep]
         cond = self.models["conditioner"](batch["cond_frames"][:T]).float()
-        flow = self.models["flow"]
-        was = flow.training
-        flow.eval()
-        c = self.loss_cfg
-        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(self.seed)).to(x0)
-        x = SparseTensor(noise, coords[keep], T)
-
-        z = preview_sample(flow, x, cond, T, c)
-        flow.train(was)
+        z = sample_like(self, x0, cond, T, coords[keep])
         return {"latent_mse": float((z.feats - x0).square().mean()), "sample_std": float(z.feats.std())}

@@ -271,3 +271,29 @@ def test_metric_result():
     v, why = r
     assert v is None and why == "no weights" and not r.computed and "not computed" in str(r)
     assert MetricResult(torch.tensor(0.5)).as_dict() == {"computed": True, "value": 0.5, "reason": None}
+
+
+def test_tolerant_voxel_iou_against_brute_force():
+    """tol = 0 is the plain voxel IoU; tol = 1 matches a brute-force Chebyshev-neighbour count; a set shifted by one
+    voxel is forgiven entirely."""
+    from ss4d.eval.metrics import voxel_iou, voxel_iou_tolerant
+
+    g = torch.Generator().manual_seed(3)
+    for _ in range(5):
+        a = torch.unique(torch.randint(0, 9, (40, 3), generator=g), dim=0)
+        b = torch.unique(torch.randint(0, 9, (50, 3), generator=g), dim=0)
+        assert float(voxel_iou_tolerant(a, b, 0)) == pytest.approx(float(voxel_iou(a, b)), abs=1e-12)
+        near_a = sum(any(int((x - y).abs().max()) <= 1 for y in b) for x in a)
+        near_b = sum(any(int((y - x).abs().max()) <= 1 for x in a) for y in b)
+        p, r = near_a / len(a), near_b / len(b)
+        ref = p * r / (p + r - p * r) if p and r else 0.0
+        assert float(voxel_iou_tolerant(a, b, 1)) == pytest.approx(ref, abs=1e-12)
+    cube = torch.stack(torch.meshgrid(*[torch.arange(4)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    shifted = cube + torch.tensor([0, 0, 1])
+    assert float(voxel_iou_tolerant(cube, shifted, 1)) == 1.0
+    assert float(voxel_iou(cube, shifted)) == pytest.approx(48 / 80)
+    far = cube + 10
+    assert float(voxel_iou_tolerant(cube, far, 1)) == 0.0
+    assert voxel_iou_tolerant([cube, cube], [shifted, torch.zeros(0, 3, dtype=torch.long)], 1).tolist() == [1.0, 0.0]
+    with pytest.raises(ValueError, match="tol"):
+        voxel_iou_tolerant(cube, cube, -1)

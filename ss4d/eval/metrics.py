@@ -17,7 +17,8 @@ Image metrics (inputs ``[..., C, H, W]`` float in ``[0, 1]``; the result keeps t
 
 Geometry metrics (integer voxel sets ``[N, 3]`` in a ``R^3`` grid, as produced by :mod:`ss4d.data.voxelize`):
 
-* :func:`voxel_iou` - ``|A n B| / |A u B|``; two empty sets score 1.
+* :func:`voxel_iou` - ``|A n B| / |A u B|``; two empty sets score 1. :func:`voxel_iou_tolerant` forgives a
+  1-voxel misplacement (precision / recall within a 3^3 dilation).
 * :func:`voxel_chamfer` - symmetric Chamfer distance between voxel centres ``(i + 0.5)/R - 0.5`` (normalised
   units, the ground-truth box has side 1)::
 
@@ -63,6 +64,7 @@ __all__ = [
     "gaussian_window_1d",
     "mask_iou",
     "voxel_iou",
+    "voxel_iou_tolerant",
     "voxel_chamfer",
     "temporal_change",
     "temporal_flicker",
@@ -385,6 +387,36 @@ def voxel_iou(pred, gt) -> torch.Tensor:
     """Voxel IoU of integer sets: ``[N, 3]`` tensors -> 0-d tensor, or per-frame sequences -> ``[T]`` (float64).
     Duplicates are ignored; two empty sets score 1, one empty set 0."""
     return _per_frame(_iou, pred, gt, "voxel_iou")
+
+
+def _tolerant_iou(a: torch.Tensor, b: torch.Tensor, tol: int) -> float:
+    if a.shape[0] == 0 and b.shape[0] == 0:
+        return 1.0
+    if a.shape[0] == 0 or b.shape[0] == 0:
+        return 0.0
+    both = torch.cat([a, b])
+    lo = both.min(0).values - tol
+    ext = both.max(0).values - lo + 1 + tol
+    r = torch.arange(-tol, tol + 1)
+    offs = torch.stack(torch.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+
+    def near(src, dst):  # how many src voxels lie within `tol` (Chebyshev) of a dst voxel
+        grown = _keys((dst[:, None, :] + offs[None]).reshape(-1, 3), lo, ext)
+        return int(torch.isin(_keys(src, lo, ext), grown).sum())
+
+    precision, recall = near(a, b) / a.shape[0], near(b, a) / b.shape[0]
+    if precision == 0 or recall == 0:
+        return 0.0
+    return precision * recall / (precision + recall - precision * recall)
+
+
+def voxel_iou_tolerant(pred, gt, tol: int = 1) -> torch.Tensor:
+    """Voxel IoU that forgives ``tol`` voxels of misplacement: with precision = share of predicted voxels within
+    ``tol`` (Chebyshev, a (2 tol + 1)^3 dilation) of the truth and recall = the same the other way,
+    ``P R / (P + R - P R)``, which is exactly :func:`voxel_iou` for ``tol = 0``. Per frame like :func:`voxel_iou`."""
+    if int(tol) < 0:
+        raise ValueError(f"tol must be >= 0, got {tol}")
+    return _per_frame(_tolerant_iou, pred, gt, "voxel_iou_tolerant", tol=int(tol))
 
 
 _EDT_MAX_CELLS = 1 << 24

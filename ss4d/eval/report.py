@@ -43,6 +43,7 @@ METRICS = [
     ("lpips", "LPIPS input", "input", False),
     ("clip", "CLIP sim. input", "input", True),
     ("mean_voxel_iou", "Voxel IoU", "geometry", True),
+    ("mean_tolerant_voxel_iou", "Tolerant voxel IoU", "geometry", True),
     ("mean_chamfer", "Chamfer", "geometry", False),
     ("novel", "Flicker novel", "flicker", None),
     ("input", "Flicker input", "flicker", None),

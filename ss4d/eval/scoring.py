@@ -125,7 +125,7 @@ def score_asset(gt: GroundTruth, renders_dir, *, pred_voxels: list | None = None
          "flicker": {"input": .., "novel": ..}, "geometry": {"voxel_iou": [T], "chamfer": [T], "mean_*"},
          "not_scored": [problems], "notes": [..], "fvd_features": tensor or None (popped by the caller)}
     """
-    from .metrics import composite_white, frame_metrics, temporal_flicker, voxel_chamfer, voxel_iou
+    from .metrics import composite_white, frame_metrics, temporal_flicker, voxel_chamfer, voxel_iou, voxel_iou_tolerant
 
     rs = load_renders(renders_dir, gt)
     problems = list(rs.problems)
@@ -200,15 +200,18 @@ def score_asset(gt: GroundTruth, renders_dir, *, pred_voxels: list | None = None
            "flicker": {"input": per_view[inp]["flicker"],
                        "novel": _mean([per_view[v]["flicker"] for v in novel]) if novel else None}}
     # geometry
-    geo = {"voxel_iou": None, "chamfer": None, "mean_voxel_iou": None, "mean_chamfer": None, "reason": None}
+    geo = {"voxel_iou": None, "chamfer": None, "mean_voxel_iou": None, "mean_chamfer": None, "reason": None,
+           "tolerant_voxel_iou": None, "mean_tolerant_voxel_iou": None}
     if pred_voxels is not None:
         gtv = gt.voxels()
         if len(pred_voxels) != T:
             geo["reason"] = f"{len(pred_voxels)} predicted voxel frames for {T} ground-truth frames"
         else:
             iou = voxel_iou(pred_voxels, gtv).tolist()
+            tiou = voxel_iou_tolerant(pred_voxels, gtv, 1).tolist()
             cd = voxel_chamfer(pred_voxels, gtv, gt.settings.resolution).tolist()
-            geo.update(voxel_iou=iou, chamfer=cd, mean_voxel_iou=_mean(iou), mean_chamfer=_mean(cd))
+            geo.update(voxel_iou=iou, chamfer=cd, mean_voxel_iou=_mean(iou), mean_chamfer=_mean(cd),
+                       tolerant_voxel_iou=tiou, mean_tolerant_voxel_iou=_mean(tiou))
     else:
         geo["reason"] = voxels_reason or "no predicted geometry"
     res["geometry"] = geo

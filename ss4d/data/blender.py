@@ -119,6 +119,9 @@ from .blender_base import (
 from .blender_base import (
     sample_frames as sample_frames,
 )
+from .blender_base import (
+    update_motion,
+)
 from .blender_render import (
     place_camera as place_camera,
 )
@@ -304,12 +307,7 @@ def render_asset(path, settings: RenderSettings, clip_ids: Callable[[list[str]],
                 frame_pts.append(v[:: max(1, v.shape[0] // 50000)])
                 if v.shape[0]:
                     bound_radius = max(bound_radius, float(np.linalg.norm(v, axis=1).max()))
-                if first is None:
-                    first = v
-                elif first.shape == v.shape:
-                    motion = max(motion, float(np.abs(v - first).max()))
-                else:
-                    motion = float("nan")
+                first, motion = update_motion(first, motion, v, float("nan"))
             # --- monocular input camera paths, fitted to the object over the whole clip ---
             cond_cams, cond_params = [], []
             for k in range(int(settings.input_paths)):

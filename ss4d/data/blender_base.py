@@ -183,6 +183,16 @@ def check_vertex_budget(num_vertices: int, max_vertices: int | None = DEFAULT_MA
                                               f"{int(max_vertices):,} (raise --max-vertices to render it)")
 
 
+def update_motion(first, motion: float, v: np.ndarray, mismatch: float) -> tuple[np.ndarray, float]:
+    """``(first, motion)`` after a frame's vertices ``v``: the largest vertex displacement from the first frame so
+    far, or ``mismatch`` once a frame's vertex count differs from the first's."""
+    if first is None:
+        return v, motion
+    if first.shape == v.shape:
+        return first, max(motion, float(np.abs(v - first).max()))
+    return first, mismatch
+
+
 def sample_frames(frame_start: float, frame_end: float, num_frames: int) -> np.ndarray:
     """``num_frames`` Blender frames uniformly over ``[frame_start, frame_end]`` (both ends included; a single frame
     is the start). Fractional values are evaluated as sub-frames."""

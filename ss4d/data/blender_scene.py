@@ -18,6 +18,7 @@ from .blender_base import (
     check_vertex_budget,
     normalization_from_bounds,
     require_bpy,
+    update_motion,
 )
 
 
@@ -300,12 +301,7 @@ def measure_clip(clip: ClipInfo, frames: Sequence[float], visible: set, max_vert
         check_vertex_budget(v.shape[0], max_vertices)
         if not np.isfinite(v).all():
             raise AssetError("bad_geometry", f"non-finite vertices at frame {f}")
-        if first is None:
-            first = v
-        elif first.shape == v.shape:
-            motion = max(motion, float(np.abs(v - first).max()))
-        else:
-            motion = float("inf")
+        first, motion = update_motion(first, motion, v, float("inf"))
         lo = np.minimum(lo, v.min(0))
         hi = np.maximum(hi, v.max(0))
         seen = True

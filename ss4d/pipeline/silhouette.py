@@ -84,18 +84,20 @@ class SilhouetteGuide:
         self.views: list = []  # (yaw, elevation) chosen at each guided step, for inspection
 
     # ----- geometry -----
-    def _uv(self, R: int, yaw: float, elev: float) -> torch.Tensor:
-        """Normalised image coordinates ``[R^3, 2]`` of the voxel centres of an ``R``^3 grid (x-major, the
-        decoder's layout) in the uncropped candidate view."""
+    def _projection(self, R: int, yaw: float, elev: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised image coordinates ``[R^3, 2]`` and view depths ``[R^3]`` of the voxel centres of an ``R``^3
+        grid (x-major, the decoder's layout) in the uncropped candidate view (cached)."""
         key = (R, yaw, elev)
         if key not in self._uv_cache:
             s = self.settings
             i = (torch.arange(R, dtype=torch.float32) + 0.5) / R - 0.5
-            gx, gy, gz = torch.meshgrid(i, i, i, indexing="ij")
-            xyz = torch.stack([gx, gy, gz], -1).reshape(-1, 3)
+            xyz = torch.stack(torch.meshgrid(i, i, i, indexing="ij"), -1).reshape(-1, 3)
             cam = orbit_camera(math.radians(yaw), math.radians(elev), s.radius, math.radians(s.fov_deg), 1, 1)
-            self._uv_cache[key] = cam.project(xyz)[0]
+            self._uv_cache[key] = cam.project(xyz)
         return self._uv_cache[key]
+
+    def _uv(self, R: int, yaw: float, elev: float) -> torch.Tensor:
+        return self._projection(R, yaw, elev)[0]
 
     @staticmethod
     def crop_box(uv: torch.Tensor, occupied: torch.Tensor, half_voxel: float) -> tuple[float, float, float, float]:
@@ -197,36 +199,32 @@ class SilhouetteGuide:
         st = self.settings
         T, R = logits.shape[0], logits.shape[-1]
         _loss, yaw, el, box = self._view_fits(logits)[0]
-        uv = self._uv(R, yaw, el)
+        uv, depth = self._projection(R, yaw, el)
         S = max(st.size, R)
         soft = _area_resize(self.full_masks, S)
-        vox, pix, frac = self._footprints(uv, box, R, S)
         x0, y0, x1, y1 = box  # the pixel under each voxel centre
         cx = ((uv[:, 0] - x0) / (x1 - x0) * S).floor().long()
         cy = ((uv[:, 1] - y0) / (y1 - y0) * S).floor().long()
-        cvox = ((cx >= 0) & (cx < S) & (cy >= 0) & (cy < S)).nonzero().flatten()
-        cpix = cy[cvox] * S + cx[cvox]
-        cam = orbit_camera(math.radians(yaw), math.radians(el), st.radius, math.radians(st.fov_deg), 1, 1)
-        i = (torch.arange(R, dtype=torch.float32) + 0.5) / R - 0.5
-        depth = cam.project(torch.stack(torch.meshgrid(i, i, i, indexing="ij"), -1).reshape(-1, 3))[1]
+        vox = ((cx >= 0) & (cx < S) & (cy >= 0) & (cy < S)).nonzero().flatten()
+        pix = cy[vox] * S + cx[vox]
+        d = depth[vox]
         occ = (logits[:, 0] > 0).reshape(T, -1).cpu()
         out = occ.clone()
         for t in range(T):
             if st.carve:  # keep a voxel whose centre falls on (dilated) object
                 m = soft[t] > 0.5
-                d = st.carve_dilation
-                if d > 0:
-                    m = F.max_pool2d(m[None, None].float(), 2 * d + 1, stride=1, padding=d)[0, 0] > 0
+                dil = st.carve_dilation
+                if dil > 0:
+                    m = F.max_pool2d(m[None, None].float(), 2 * dil + 1, stride=1, padding=dil)[0, 0] > 0
                 keep = torch.zeros(R ** 3, dtype=torch.bool)
-                keep[cvox] = m.flatten()[cpix]
+                keep[vox] = m.flatten()[pix]
                 out[t] &= keep
             if st.fill:
-                vox, pix = cvox, cpix
                 o = out[t][vox]
                 if not bool(o.any()):
                     continue
-                front = torch.full((S * S,), float("inf")).scatter_reduce(0, pix[o], depth[vox[o]], "amin")
-                back = torch.full((S * S,), float("-inf")).scatter_reduce(0, pix[o], depth[vox[o]], "amax")
+                front = torch.full((S * S,), float("inf")).scatter_reduce(0, pix[o], d[o], "amin")
+                back = torch.full((S * S,), float("-inf")).scatter_reduce(0, pix[o], d[o], "amax")
                 covered = torch.isfinite(front).reshape(S, S).numpy()
                 want = (soft[t] > 0.5).numpy() & ~covered
                 if not want.any():
@@ -234,7 +232,6 @@ class SilhouetteGuide:
                 _dist, (iy, ix) = distance_transform_edt(~covered, return_indices=True)
                 near = torch.from_numpy(iy * S + ix).flatten()  # nearest covered pixel of every pixel
                 f, b = front[near][pix], back[near][pix]
-                d = depth[vox]
                 add = torch.from_numpy(want).flatten()[pix] & (d >= f - 1e-6) & (d <= b + 1e-6)
                 out[t][vox[add]] = True
         return out.reshape(T, R, R, R).to(logits.device)

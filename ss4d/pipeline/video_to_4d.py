@@ -115,7 +115,6 @@ class VideoTo4DResult:
         return f"{self.num_frames} frames, " + ", ".join(parts) + f", peak RSS {self.peak_rss_mb:.0f} MB"
 
 
-
 class VideoTo4DPipeline:
     def __init__(self, models: dict, image_cond: torch.nn.Module, config: PipelineConfig,
                  device="cpu", dtype: torch.dtype = torch.float32):
@@ -210,8 +209,7 @@ class VideoTo4DPipeline:
         decoder = self.models["sparse_structure_decoder"]
         guide = None
         if masks is not None and self.silhouette.enabled:
-            guide = SilhouetteGuide(decoder, masks[:T] if len(masks) >= T else
-                                    np.concatenate([masks, masks[-1:]], 0), self.silhouette, self.dtype)
+            guide = SilhouetteGuide(decoder, masks, self.silhouette, self.dtype)
         z = self.ss_sampler.sample(self._wrap(flow), noise, cond, torch.zeros_like(cond), num_frames=T,
                                    progress=progress, trace=strace,
                                    guide=guide if guide is not None and self.silhouette.strength > 0 else None,
@@ -349,7 +347,7 @@ class VideoTo4DPipeline:
             raise ValueError("need at least 2 frames")
         pad = T % 2
         if pad:  # the latent flow pairs frames: repeat the last frame and drop its result
-            pre = np.concatenate([pre, pre[-1:]], 0)
+            pre, alpha = np.concatenate([pre, pre[-1:]], 0), np.concatenate([alpha, alpha[-1:]], 0)
         timings["preprocess"] = time.perf_counter() - t0
         bars = _Progress(progress)
         t0 = time.perf_counter()
@@ -374,19 +372,19 @@ class VideoTo4DPipeline:
         timings["decode"] = time.perf_counter() - t0
         per_frame = [slat.coords[sl, 1:].cpu() for sl in slat.layout]
         if pad:
-            gaussians, per_frame, pre = gaussians[:T], per_frame[:T], pre[:T]
+            gaussians, per_frame, pre, alpha = gaussians[:T], per_frame[:T], pre[:T], alpha[:T]
         meta = {"seed": int(seed), "num_voxels": [int(c.shape[0]) for c in per_frame]}
         strength = self.color_from_input if color_from_input is None else _strength(color_from_input,
                                                                                    "color_from_input")
-        names = [st["name"] for st in self.post_steps]
+        names = [st["name"] for st in self.post_steps if st["name"] != "color_from_input" or strength > 0]
         if strength > 0 and "color_from_input" not in names:
             names.append("color_from_input")  # switched on for this call only
         for name in names:
             t0 = time.perf_counter()
-            if name == "color_from_input" and strength > 0:
-                gaussians, meta["input_view"] = self.recolor(gaussians, per_frame, pre, alpha[:T], strength)
-                timings["color_from_input"] = time.perf_counter() - t0
-        meta["post_steps"] = [n for n in names if n != "color_from_input" or strength > 0]
+            if name == "color_from_input":
+                gaussians, meta["input_view"] = self.recolor(gaussians, per_frame, pre, alpha, strength)
+            timings[name] = time.perf_counter() - t0
+        meta["post_steps"] = names
         return VideoTo4DResult(gaussians, per_frame, pre, fps, timings, _peak_rss_mb(), meta=meta)
 
     def recolor(self, gaussians: list[Gaussians], coords: list[torch.Tensor], frames: np.ndarray, alpha: np.ndarray,

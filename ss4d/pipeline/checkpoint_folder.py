@@ -71,11 +71,7 @@ def load_pipeline_models(cfg: PipelineConfig, device="cpu", dtype=torch.float32)
 def local_image_cond_stem(cfg: PipelineConfig) -> Path | None:
     """A copy of the hub image encoder shipped in the folder itself: `image_cond_model.{json,safetensors}` beside
     the other checkpoints (`ckpts/` or wherever `models` points), as the official test folders carry it."""
-    dirs = []
-    for v in list(cfg.models.values()) + ["ckpts/x", "models/x"]:
-        d = (cfg.root / v).parent
-        if d not in dirs:
-            dirs.append(d)
+    dirs = dict.fromkeys([(cfg.root / v).parent for v in cfg.models.values()] + [cfg.root / "ckpts"])
     for d in dirs:
         stem = d / "image_cond_model"
         if Path(str(stem) + ".json").is_file() and Path(str(stem) + ".safetensors").is_file():

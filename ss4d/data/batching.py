@@ -55,7 +55,7 @@ def collate(batch: Sequence[dict]) -> dict:
 def normalize_clip(clip: dict) -> dict:
     """Accept conditioning frames as float `[T, 3, H, W]` (premultiplied) or as channels-last RGB(A) images
     (`[T, H, W, 3|4]`, uint8 or float, straight alpha, e.g. `ss4d.data.ClipDataset`): the latter are converted
-    to float in [0, 1], premultiplied on black, channels first."""
+    to float in [0, 1], premultiplied on black, channels first; their alpha becomes `cond_alpha [T, H, W]`."""
     x = clip.get("cond_frames")
     if x is None or not isinstance(x, torch.Tensor) or x.dim() != 4:
         return clip
@@ -63,9 +63,11 @@ def normalize_clip(clip: dict) -> dict:
     if not channels_last:
         return clip
     x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+    extra = {}
     if x.shape[-1] == 4:
+        extra["cond_alpha"] = x[..., 3].contiguous()
         x = x[..., :3] * x[..., 3:]
-    return {**clip, "cond_frames": x.permute(0, 3, 1, 2).contiguous()}
+    return {**clip, "cond_frames": x.permute(0, 3, 1, 2).contiguous(), **extra}
 
 
 def collate_clips(clips: list[dict]) -> dict:
@@ -89,7 +91,7 @@ def collate_clips(clips: list[dict]) -> dict:
     for c in clips[1:]:
         if set(c) != keys:
             raise DataError(f"clips have different keys: {sorted(keys)} vs {sorted(c)}")
-    for k in ("cond_frames", "occupancy", "views", "ss_latents"):
+    for k in ("cond_frames", "cond_alpha", "occupancy", "views", "ss_latents"):
         if k in keys:
             out[k] = torch.cat([c[k] for c in clips])
     if "occupancy" in out:
@@ -107,4 +109,6 @@ def collate_clips(clips: list[dict]) -> dict:
                 out[k] = torch.cat([c[k].float() for c in clips])
     if "cameras" in keys:
         out["cameras"] = [[as_camera(cam) for cam in frame] for c in clips for frame in c["cameras"]]
+    if "cond_cameras" in keys:
+        out["cond_cameras"] = [as_camera(cam) for c in clips for cam in c["cond_cameras"]]
     return out

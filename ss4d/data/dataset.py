@@ -310,12 +310,13 @@ def _rewrite_manifest(root: Path, rows: list[dict]) -> None:
 
 
 def extract_features(root, encoder, name: str | None = None, *, batch_views: int = 16, overwrite: bool = False,
-                     dtype=torch.float16) -> dict:
+                     dtype=torch.float16, visibility: bool = False) -> dict:
     """Compute another per-voxel feature set for every clip of a dataset from its stored view PNGs (e.g. DINOv2
     with the model loaded once, in this process) and store it as ``clips/<id>/feats_<name>.safetensors``
     (``feats [N, C]`` fp16, rows aligned with ``frames.safetensors``' ``coords``). Each manifest row gains the file's
     sha256 in ``files`` and ``features[name] = C``. Clips that already have the file are skipped unless
-    ``overwrite``. Do not run it while a writer appends to the same dataset. Returns ``{"written", "skipped",
+    ``overwrite``. Do not run it while a writer appends to the same dataset. ``visibility``: average each voxel
+    over the views that see it (:func:`ss4d.data.features.voxel_features`). Returns ``{"written", "skipped",
     "failed"}``."""
     root = Path(root)
     enc_name, _ = get_encoder(encoder)
@@ -340,7 +341,7 @@ def extract_features(root, encoder, name: str | None = None, *, batch_views: int
                                     .permute(2, 0, 1) for v in range(Vn)])
                 cams = _cams(t["view_extrinsics"][f], t["view_intrinsics"][f], S)
                 out.append(voxel_features(coords[off[f]:off[f + 1], 1:], int(row["resolution"]), imgs, cams,
-                                          encoder, batch_views, dtype))
+                                          encoder, batch_views, dtype, visibility=visibility))
             feats = torch.cat(out).contiguous()
             meta = json.dumps({"feature": name, "feat_dim": int(feats.shape[1])}, sort_keys=True)
             with atomic_file(d / rel, overwrite=True) as tmp:

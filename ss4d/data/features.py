@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ss4d.render.camera import Camera, as_camera, project_points
+from ss4d.render.visibility import visible_points
 
 from .voxelize import voxel_centers
 
@@ -87,12 +88,16 @@ def project_features(points: torch.Tensor, cameras: Sequence[Camera], feature_ma
 
 @torch.no_grad()
 def voxel_features(coords: torch.Tensor, resolution: int, images: torch.Tensor, cameras: Sequence[Camera],
-                   encoder="color", batch_views: int = 16, dtype=torch.float16) -> torch.Tensor:
+                   encoder="color", batch_views: int = 16, dtype=torch.float16,
+                   visibility: bool = False) -> torch.Tensor:
     """Features ``[N, C]`` (``dtype``, default fp16) of the voxels ``coords [N, 3]`` from the views
     ``images [V, 4, H, W]`` (straight RGBA, float in [0, 1] or uint8) seen by ``cameras [V]``.
 
     Views are encoded ``batch_views`` at a time and their samples are summed, then divided by ``V``, so the
-    result is the mean over all views whatever the batching."""
+    result is the mean over all views whatever the batching. ``visibility=True`` (an ss4d option; the official
+    toolkit averages over all views) averages each voxel over the views that see it
+    (:func:`ss4d.render.visibility.visible_points` on the voxel set itself), so a surface voxel takes its own
+    colour instead of a mix with the far side; a voxel no view sees keeps the all-view mean."""
     _, enc = get_encoder(encoder)
     if images.dtype == torch.uint8:
         images = images.float() / 255.0
@@ -100,11 +105,22 @@ def voxel_features(coords: torch.Tensor, resolution: int, images: torch.Tensor, 
     if len(cameras) != V:
         raise ValueError(f"{len(cameras)} cameras for {V} images")
     pts = voxel_centers(coords, resolution)
-    acc = None
+    acc = vis_acc = None
+    seen = torch.zeros(pts.shape[0])
     for s in range(0, V, max(1, int(batch_views))):
         fm = enc(images[s:s + batch_views])
         if fm.dim() != 4 or fm.shape[0] != images[s:s + batch_views].shape[0]:
             raise ValueError(f"encoder returned {tuple(fm.shape)}, expected [V, C, h, w]")
-        part = project_features(pts, cameras[s:s + batch_views], fm, reduce="none").sum(0)
+        samples = project_features(pts, cameras[s:s + batch_views], fm, reduce="none")
+        part = samples.sum(0)
         acc = part if acc is None else acc + part
-    return (acc / V).to(dtype)
+        if visibility:
+            w = torch.stack([visible_points(pts, c, 1.0 / resolution) for c in cameras[s:s + batch_views]]).float()
+            vpart = (samples * w[..., None]).sum(0)
+            vis_acc = vpart if vis_acc is None else vis_acc + vpart
+            seen += w.sum(0)
+    out = acc / V
+    if visibility:
+        hit = seen > 0
+        out[hit] = vis_acc[hit] / seen[hit, None]
+    return out.to(dtype)

@@ -9,6 +9,8 @@
   per frame, no colour transfer): every frame is generated without information from the other frames - up to the
   latent flow's frame pairing (below).
 * ``static``: the model's first-frame result held for all frames (the model's cached output is reused).
+* ``latent-noise``: the full model with the latent flow's output replaced by its starting noise (0 latent-flow
+  steps, everything else unchanged): what the spacetime latents contribute.
 * ablations ``no-<addition>`` (``--baselines ablations`` or by name): the full model with one non-SS4D addition of
   :data:`ADDITIONS` switched off; an addition the model does not use is not run (noted in the report).
 * ``--predictions DIR``: renders of any method laid out as ``DIR/<asset>/<view>/<frame>.png`` (RGBA, or RGB on
@@ -451,7 +453,7 @@ class PredictionsMethod:
         return MethodOutput(folder, vox, reason, {"folder": str(folder)})
 
 
-BASELINES = ("empty", "per-frame", "static", "ablations") + ABLATION_NAMES
+BASELINES = ("empty", "per-frame", "static", "latent-noise", "ablations") + ABLATION_NAMES
 
 
 def input_yaw(cfg) -> tuple[float, str]:
@@ -526,6 +528,17 @@ def build_methods(cfg, root, progress=print) -> list:
             methods.append(GeneratedMethod("static", "static", root, cfg, static, {**gen, "static": True}, progress,
                                            notes="the model's first-frame result held for all frames",
                                            cache_gaussians=False, **yw))
+        if "latent-noise" in baselines:
+            def latent_noise(gt):
+                if "latent-noise" not in state:
+                    p = copy.copy(pipe())
+                    p.slat_params = {**p.slat_params, "steps": 0}
+                    state["latent-noise"] = p
+                return state["latent-noise"](gt.input_frames(), seed=cfg.seed, cfg=cfg.cfg).gaussians
+            methods.append(GeneratedMethod(
+                "latent-noise", "latent-noise", root, cfg, latent_noise, {**gen, "slat_steps": 0}, progress,
+                notes="the full model with the latent flow's output replaced by its starting noise (0 latent-flow "
+                      "steps): what SS4D's second stage contributes", **yw))
         all_off = tuple(a.name for a in ADDITIONS)
         if "per-frame" in baselines:
             methods.append(GeneratedMethod(

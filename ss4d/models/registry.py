@@ -21,6 +21,7 @@ _REGISTRY: dict[str, tuple[str, str, dict[str, Any]]] = {
     "SLatEncoder": ("ss4d.models.slat_vae", "SLatEncoder", {}),
     "ElasticSLatEncoder": ("ss4d.models.slat_vae", "SLatEncoder", {}),
     "SLatGaussianDecoder": ("ss4d.models.slat_vae", "SLatGaussianDecoder", {}),
+    "LatentReadout": ("ss4d.models.slat_vae", "LatentReadout", {}),
     "ElasticSLatGaussianDecoder": ("ss4d.models.slat_vae", "SLatGaussianDecoder", {}),
     "SparseStructureEncoder": ("ss4d.models.ss_vae", "SparseStructureEncoder", {}),
     "SparseStructureDecoder": ("ss4d.models.ss_vae", "SparseStructureDecoder", {}),

@@ -90,6 +90,19 @@ class SLatEncoder(SparseTransformerBase):
         return (z, mean, logvar) if return_raw else z
 
 
+class LatentReadout(nn.Module):
+    """A per-voxel linear map from structured latents to voxel features (ss4d training aid, not in SS4D): trained
+    with the SLat encoder so that its latents must carry the voxel colours a linear probe can read back."""
+
+    def __init__(self, latent_channels: int = 8, out_channels: int = 4):
+        super().__init__()
+        self.latent_channels, self.out_channels = latent_channels, out_channels
+        self.linear = nn.Linear(latent_channels, out_channels)
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.linear(latents)
+
+
 class SLatGaussianDecoder(SparseTransformerBase):
     """Latent voxels -> per-frame `Gaussians` (`num_gaussians` per voxel, voxel-major)."""
 

@@ -30,6 +30,7 @@ TINY = {
         "resolution": 32, "in_channels": 32, "model_channels": 128, "latent_channels": 8, "num_blocks": 4,
         "num_heads": 4, "mlp_ratio": 4, "attn_mode": "swin", "window_size": 8, "pe_mode": "rope_t",
         "expand_self_attn": True}),
+    "slat_readout": ("LatentReadout", {"latent_channels": 8, "out_channels": 4}),
     "slat_decoder_gs": ("SLatGaussianDecoder", {
         "resolution": 32, "model_channels": 128, "latent_channels": 8, "num_blocks": 4, "num_heads": 4,
         "mlp_ratio": 4, "attn_mode": "swin", "window_size": 8, "pe_mode": "rope_t", "expand_self_attn": True,
@@ -65,13 +66,16 @@ def build_tiny(seed: int = 0, names=None, occupancy_bias: float | None = -0.6) -
 
 
 def write_model_folder(folder, models: dict[str, torch.nn.Module], slat_mean=None, slat_std=None,
-                       num_frames: int = 32, sampler: dict | None = None, dtype=None, extra: dict | None = None):
-    """Write `pipeline.json` + `ckpts/<name>.{json,safetensors}` (official layout)."""
+                       num_frames: int = 32, sampler: dict | None = None, dtype=None, extra: dict | None = None,
+                       args: dict[str, dict] | None = None):
+    """Write `pipeline.json` + `ckpts/<name>.{json,safetensors}` (official layout). `args`: per model key, overrides
+    of its tiny arguments (e.g. `{"slat_flow_model": {"in_channels": 13}}` for a pixel-aligned latent flow)."""
     folder = Path(folder)
     (folder / "ckpts").mkdir(parents=True, exist_ok=True)
     for k, m in models.items():
-        name, args = TINY[k] if k in TINY else (type(m).__name__, {})
-        save_model(m, name, args, folder / "ckpts" / k, dtype=dtype)
+        name, margs = TINY[k] if k in TINY else (type(m).__name__, {})
+        margs = {**margs, **(args or {}).get(k, {})}
+        save_model(m, name, margs, folder / "ckpts" / k, dtype=dtype)
     sampler = sampler or SAMPLER
     cfg = {"name": "SS4DVideoTo4DPipeline", "args": {
         "models": {k: f"ckpts/{k}" for k in models if k != "image_cond_model"},

@@ -26,6 +26,7 @@ from .checkpoint_folder import (
     load_pipeline_models,
     read_pipeline_config,
 )
+from .pixel_aligned import PixelAlignedFlow, pixel_aligned_features, wants_pixel_features
 from .samplers import SamplerTrace, build_sampler
 from .silhouette import SilhouetteGuide, read_silhouette_settings
 
@@ -239,23 +240,33 @@ class VideoTo4DPipeline:
 
     @torch.no_grad()
     def sample_latents(self, cond, coords, gen: torch.Generator, steps=None, cfg=None, progress=None,
-                       trace: dict | None = None):
+                       trace: dict | None = None, pixel_features: torch.Tensor | None = None):
         """Stage 2: the de-normalised structured latent (SparseTensor over `coords`). `trace` (a dict) receives the
-        noise, the sampler's per-call record and the normalised latent."""
+        noise, the sampler's per-call record and the normalised latent. `pixel_features` ([N, 5], rows of `coords`)
+        feed a pixel-aligned latent flow (:mod:`ss4d.pipeline.pixel_aligned`; required by one)."""
         flow = self.models["slat_flow_model"]
         T = cond.shape[0]
+        C = int(getattr(flow, "out_channels", flow.in_channels))
         if self.temporal_noise == "shared":
             r = flow.resolution
-            table = torch.randn(r ** 3, flow.in_channels, generator=gen)
+            table = torch.randn(r ** 3, C, generator=gen)
             c = coords.long().cpu()
             eps = table[(c[:, 1] * r + c[:, 2]) * r + c[:, 3]]
         else:
-            eps = torch.randn(coords.shape[0], flow.in_channels, generator=gen)
+            eps = torch.randn(coords.shape[0], C, generator=gen)
         noise = SparseTensor(eps.to(self.device), coords.to(self.device), batch_size=T)
+        model = flow
+        if wants_pixel_features(flow):
+            if pixel_features is None:
+                raise ValueError("this latent flow is pixel-aligned: pass pixel_features (see _run_window)")
+            model = PixelAlignedFlow(flow, pixel_features.to(self.device))
         params = self._params(self.slat_params, steps, cfg)
         strace = SamplerTrace() if trace is not None else None
-        slat = self.slat_sampler.sample(self._wrap(flow), noise, cond, torch.zeros_like(cond), num_frames=T,
-                                        progress=progress, trace=strace, **params)
+        if int(params.get("steps", 1)) == 0:  # an ablation: the starting noise stands for the flow's output
+            slat = noise
+        else:
+            slat = self.slat_sampler.sample(self._wrap(model), noise, cond, torch.zeros_like(cond), num_frames=T,
+                                            progress=progress, trace=strace, **params)
         if trace is not None:
             trace.update(slat_noise=noise.feats, slat_sampler=strace, slat_latent=slat.feats)
         if self.config.slat_std is not None:
@@ -362,8 +373,12 @@ class VideoTo4DPipeline:
                                        masks=alpha)
         timings["sparse_structure"] = time.perf_counter() - t0
         t0 = time.perf_counter()
+        pixel_features = None
+        if wants_pixel_features(self.models["slat_flow_model"]):
+            pixel_features, meta_view = self.pixel_features(coords, pre, alpha)
         slat_bar = bars.stage("spacetime latents", self._steps(self.slat_params, steps))
-        slat = self.sample_latents(cond["slat_flow_model"], coords, gen, steps, cfg, slat_bar, trace)
+        slat = self.sample_latents(cond["slat_flow_model"], coords, gen, steps, cfg, slat_bar, trace,
+                                   pixel_features=pixel_features)
         if trace is not None:
             trace["slat"] = slat
         timings["spacetime_latents"] = time.perf_counter() - t0
@@ -374,6 +389,8 @@ class VideoTo4DPipeline:
         if pad:
             gaussians, per_frame, pre, alpha = gaussians[:T], per_frame[:T], pre[:T], alpha[:T]
         meta = {"seed": int(seed), "num_voxels": [int(c.shape[0]) for c in per_frame]}
+        if pixel_features is not None:
+            meta["structure_view"] = meta_view
         strength = self.color_from_input if color_from_input is None else _strength(color_from_input,
                                                                                    "color_from_input")
         names = [st["name"] for st in self.post_steps if st["name"] != "color_from_input" or strength > 0]
@@ -386,6 +403,23 @@ class VideoTo4DPipeline:
             timings[name] = time.perf_counter() - t0
         meta["post_steps"] = names
         return VideoTo4DResult(gaussians, per_frame, pre, fps, timings, _peak_rss_mb(), meta=meta)
+
+    def pixel_features(self, coords: torch.Tensor, frames: np.ndarray, alpha: np.ndarray):
+        """Pixel-aligned features of the voxels `coords [N, 4]` (:mod:`ss4d.pipeline.pixel_aligned`) through the
+        input view estimated from the structure's silhouettes alone. Returns `(features [N, 5], view)`."""
+        from ..render.input_view import estimate_input_view, input_view_camera
+
+        res = int(self.models["slat_flow_model"].resolution)
+        T = len(frames)
+        per_frame = [coords[coords[:, 0] == f, 1:].cpu() for f in range(T)]
+        view = estimate_input_view(None, frames, alpha, coords=per_frame, voxel_resolution=res)
+        if view is None:
+            view = {"yaw_deg": 0.0, "pitch_deg": 0.0, "crop": None}
+        cam = input_view_camera(view, frames.shape[1])
+        f = torch.from_numpy(np.ascontiguousarray(frames)).float().permute(0, 3, 1, 2) / 255.0
+        a = torch.from_numpy(np.ascontiguousarray(alpha)).float()
+        a = a / 255.0 if np.asarray(alpha).dtype == np.uint8 else a
+        return pixel_aligned_features(coords, res, f, a, [cam] * T), view
 
     def recolor(self, gaussians: list[Gaussians], coords: list[torch.Tensor], frames: np.ndarray, alpha: np.ndarray,
                 strength: float = 1.0) -> tuple[list[Gaussians], dict | None]:

@@ -113,8 +113,14 @@ def resize_image(img: np.ndarray, size: int, resample=Image.Resampling.BILINEAR)
     return np.asarray(Image.fromarray(img).resize((size, size), resample))
 
 
-def frame_voxels(gaussians_list: Sequence, coords: Sequence | None, voxel_resolution: int = 64):
-    """Per-frame ``[N_t,3]`` voxels (given or derived from the Gaussians) and their colours."""
+def frame_voxels(gaussians_list: Sequence | None, coords: Sequence | None, voxel_resolution: int = 64):
+    """Per-frame ``[N_t,3]`` voxels (given or derived from the Gaussians) and their colours (grey without
+    Gaussians: ``gaussians_list=None`` with ``coords``)."""
+    if gaussians_list is None:
+        if coords is None:
+            raise ValueError("frame_voxels needs the Gaussians or the voxel coordinates")
+        coords = [c[:, 1:] if np.ndim(c) == 2 and np.shape(c)[1] == 4 else c for c in coords]
+        return coords, [np.full((len(c), 3), 128, np.uint8) for c in coords]
     if coords is None:
         coords = [gaussians_to_voxels(g, voxel_resolution) for g in gaussians_list]
     coords = [c[:, 1:] if np.ndim(c) == 2 and np.shape(c)[1] == 4 else c for c in coords]
@@ -124,8 +130,8 @@ def frame_voxels(gaussians_list: Sequence, coords: Sequence | None, voxel_resolu
     return coords, cols
 
 
-def estimate_input_view(gaussians_list: Sequence, input_frames, input_alpha=None, *, coords: Sequence | None = None,
-                        res: int = 48, max_frames: int = 3, yaw_step_deg: float = 15.0,
+def estimate_input_view(gaussians_list: Sequence | None, input_frames, input_alpha=None, *,
+                        coords: Sequence | None = None, res: int = 48, max_frames: int = 3, yaw_step_deg: float = 15.0,
                         coarse_pitches_deg: Sequence[float] = (0.0, 20.0), num_seeds: int = 3, refine_steps: int = 3,
                         pitch_range_deg: tuple[float, float] = (-30.0, 45.0), radius: float = DEFAULT_RADIUS,
                         fov_deg: float = DEFAULT_FOV_DEG, voxel_resolution: int = 64) -> dict | None:
@@ -135,11 +141,13 @@ def estimate_input_view(gaussians_list: Sequence, input_frames, input_alpha=None
     cubes at ``res`` pixels for up to ``max_frames`` frames. Candidate poses: a yaw grid at ``coarse_pitches_deg``,
     then ``refine_steps`` rounds of a shrinking 3x3 yaw/elevation neighbourhood search around each of the
     ``num_seeds`` best coarse poses. Each candidate is cropped like the preprocessing (1.2 x the union bounding box
-    over the frames) and scored by mask IoU minus half the colour L1 against the input.
+    over the frames) and scored by mask IoU minus half the colour L1 against the input (mask IoU alone when
+    ``gaussians_list`` is None: a structure without colours, given by ``coords``).
     Returns ``{"yaw_deg", "pitch_deg", "crop" (normalised box of the uncropped view), "score"}``, or None when the
     input gives no usable masks (no alpha and no black surround)."""
     rgbs, masks = input_arrays(input_frames, input_alpha)
-    T = len(gaussians_list)
+    T = len(gaussians_list) if gaussians_list is not None else len(coords if coords is not None else [])
+    color_weight = 0.5 if gaussians_list is not None else 0.0
     if masks is None or len(rgbs) != T:
         return None
     idx = sorted({round(i * (T - 1) / max(max_frames - 1, 1)) for i in range(min(max_frames, T))})
@@ -170,7 +178,7 @@ def estimate_input_view(gaussians_list: Sequence, input_frames, input_alpha=None
             union = np.maximum(a, tm).sum() + 1e-6
             both = np.minimum(a, tm)[..., None]
             l1 = float((np.abs(c - tc) * both).sum() / (3 * both.sum() + 1e-6))
-            s += float(both.sum() / union) - 0.5 * l1
+            s += float(both.sum() / union) - color_weight * l1
         return s / len(idx), box
 
     cache: dict = {}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ..pipeline.pixel_aligned import PixelAlignedFlow, pixel_aligned_features, wants_pixel_features
 from ..pipeline.samplers import FlowEulerGuidanceIntervalSampler
 from ..sparse.tensor import SparseTensor
 from . import flow_matching as fm
@@ -30,17 +31,19 @@ def preview_sample(flow, noise, cond, num_frames: int, c: dict):
 
 
 @torch.no_grad()
-def sample_like(trainer, x0, cond, num_frames: int, coords=None):
-    """A preview sample of the trainer's flow (eval mode, seeded noise shaped like `x0`; sparse when `coords`)."""
-    flow = trainer.models["flow"]
-    was = flow.training
-    flow.eval()
+def sample_like(trainer, x0, cond, num_frames: int, coords=None, flow=None):
+    """A preview sample of the trainer's flow (eval mode, seeded noise shaped like `x0`; sparse when `coords`);
+    `flow`: the callable to sample with (default the trainer's flow model, e.g. a pixel-aligned wrapper of it)."""
+    model = trainer.models["flow"]
+    flow = model if flow is None else flow
+    was = model.training
+    model.eval()
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(trainer.seed)).to(x0)
     x = SparseTensor(noise, coords, num_frames) if coords is not None else noise
     try:
         return preview_sample(flow, x, cond, num_frames, trainer.loss_cfg)
     finally:
-        flow.train(was)
+        model.train(was)
 
 
 class SSFlowTrainer(Trainer):
@@ -115,11 +118,28 @@ class SLatFlowTrainer(Trainer):
 
     def set_normalization(self, normalization: dict | None) -> None:
         n = normalization or {}
-        c = self.models["flow"].in_channels
+        c = self.models["flow"].out_channels
         self.slat_mean = torch.tensor(n.get("mean", [0.0] * c), dtype=torch.float32, device=self.device)
         self.slat_std = torch.tensor(n.get("std", [1.0] * c), dtype=torch.float32, device=self.device)
         if self.slat_mean.numel() != c or self.slat_std.numel() != c or (self.slat_std <= 0).any():
             raise ConfigError(f"slat normalization needs {c} means and {c} positive stds")
+
+    def flow_for(self, batch, keep=None):
+        """The flow, wrapped with the batch's pixel-aligned features when it takes them (`ss4d.pipeline.
+        pixel_aligned`: the input frames seen through their rendered input cameras); `keep` selects rows."""
+        flow = self.models["flow"]
+        if not wants_pixel_features(flow):
+            return flow
+        missing = [k for k in ("cond_frames", "cond_alpha", "cond_cameras") if k not in batch]
+        if missing:
+            raise TrainingError(f"a pixel-aligned latent flow needs clips with {missing} (RGBA input frames and "
+                                "their cameras)")
+        res = int(getattr(flow, "resolution", 64))
+        pix = pixel_aligned_features(batch["coords"], res, batch["cond_frames"], batch["cond_alpha"],
+                                     batch["cond_cameras"])
+        if keep is not None:
+            pix = pix[keep.cpu()]
+        return PixelAlignedFlow(flow, pix.to(self.device))
 
     def latents(self, batch):
         T, B = int(batch["num_frames"]), self.num_clips(batch)
@@ -151,7 +171,7 @@ class SLatFlowTrainer(Trainer):
         target = fm.velocity_target(x0, noise, c["sigma_min"])
         cond = fm.drop_condition(self.condition(batch, T), drop, T)
         xs = SparseTensor(x_t, coords, B * T)
-        pred = self.models["flow"](xs, fm.model_time(t, T).to(x0.device), cond, num_frames=T).feats.float()
+        pred = self.flow_for(batch)(xs, fm.model_time(t, T).to(x0.device), cond, num_frames=T).feats.float()
         per = torch.stack([L.mse_loss(pred[sl], target[sl]) for sl in rows])
         return per.mean(), {"mse": per.mean(), "t": t.mean()}
 
@@ -163,5 +183,5 @@ class SLatFlowTrainer(Trainer):
         keep = coords[:, 0] < T
         x0 = self.latents(batch)[keep]
         cond = self.models["conditioner"](batch["cond_frames"][:T]).float()
-        z = sample_like(self, x0, cond, T, coords[keep])
+        z = sample_like(self, x0, cond, T, coords[keep], flow=self.flow_for(batch, keep))
         return {"latent_mse": float((z.feats - x0).square().mean()), "sample_std": float(z.feats.std())}

@@ -59,3 +59,17 @@ def slat_normalization_stats(latents) -> dict:
     mean = torch.stack(m1).mean(0)
     std = (torch.stack(m2).mean(0) - mean.square()).clamp_min(0).sqrt()
     return {"mean": mean.float().tolist(), "std": std.float().tolist()}
+
+
+@torch.no_grad()
+def fold_latent_mean(decoder: nn.Module, latent_mean) -> nn.Module:
+    """Re-base a SLat decoder trained on (near-)constant latents onto a new encoder: its input layer's response to
+    the old mean latent moves into the bias and the latent weights start at zero, so the decoder renders as before
+    for any input and learns from scratch how to use the new latents (in place; returns the decoder)."""
+    layer = decoder.input_layer
+    mean = torch.as_tensor(latent_mean, dtype=layer.weight.dtype, device=layer.weight.device)
+    if mean.shape != (layer.weight.shape[1],):
+        raise ValueError(f"latent mean of shape {tuple(mean.shape)} for an input layer taking {layer.weight.shape[1]}")
+    layer.bias += layer.weight @ mean
+    layer.weight.zero_()
+    return decoder

@@ -140,8 +140,10 @@ def _train(cfg, rank, world, device) -> dict:
         if r not in roles:
             default = {"flow": {"ss_flow": "sparse_structure_flow_model", "slat_flow": "slat_flow_model"},
                        "conditioner": {"ss_flow": "image_cond_model", "slat_flow": "image_cond_model"},
-                       "encoder": {"ss_vae": "sparse_structure_encoder", "slat_vae": "slat_encoder"},
-                       "decoder": {"ss_vae": "sparse_structure_decoder", "slat_vae": "slat_decoder_gs"}}
+                       "encoder": {"ss_vae": "sparse_structure_encoder", "slat_vae": "slat_encoder",
+                                   "slat_encoder": "slat_encoder"},
+                       "decoder": {"ss_vae": "sparse_structure_decoder", "slat_vae": "slat_decoder_gs"},
+                       "readout": {"slat_encoder": "slat_readout"}}
             roles[r] = {"tiny": default[r][cfg["stage"]]}
     known = stage_cls.roles + stage_cls.optional_roles + stage_cls.frozen_roles
     bad = sorted(set(roles) - set(known))

@@ -72,6 +72,7 @@ class AdaptiveGradClipper:
 EXPORT_NAMES = {
     "ss_vae": {"encoder": "sparse_structure_encoder", "decoder": "sparse_structure_decoder"},
     "slat_vae": {"encoder": "slat_encoder", "decoder": "slat_decoder_gs"},
+    "slat_encoder": {"encoder": "slat_encoder", "readout": "slat_readout"},
     "ss_flow": {"flow": "sparse_structure_flow_model", "conditioner": "image_cond_model"},
     "slat_flow": {"flow": "slat_flow_model", "conditioner": "image_cond_model"},
 }

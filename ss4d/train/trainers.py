@@ -32,12 +32,13 @@ from .trainer_base import (
     TrainingError,
     clip_generator,
 )
-from .vae_trainers import SLatVAETrainer, SSVAETrainer, voxel_color_l1
+from .vae_trainers import SLatEncoderTrainer, SLatVAETrainer, SSVAETrainer, voxel_color_l1, voxel_targets
 
 __all__ = ["TrainingError", "NonFiniteLossError", "ConfigError", "clip_generator", "Trainer", "SSVAETrainer",
-           "SLatVAETrainer", "SSFlowTrainer", "SLatFlowTrainer", "TRAINERS", "encode_ss_latents", "encode_slat",
-           "slat_normalization_stats", "AdaptiveGradClipper", "EXPORT_NAMES", "voxel_color_l1", "STREAM_MAIN",
-           "STREAM_AUG", "STREAM_RENDER"]
+           "SLatVAETrainer", "SLatEncoderTrainer", "SSFlowTrainer", "SLatFlowTrainer", "TRAINERS",
+           "encode_ss_latents", "encode_slat", "slat_normalization_stats", "AdaptiveGradClipper", "EXPORT_NAMES",
+           "voxel_color_l1", "voxel_targets", "STREAM_MAIN", "STREAM_AUG", "STREAM_RENDER"]
 
 
-TRAINERS = {t.stage: t for t in (SSVAETrainer, SLatVAETrainer, SSFlowTrainer, SLatFlowTrainer)}
+TRAINERS = {t.stage: t for t in (SSVAETrainer, SLatEncoderTrainer, SLatVAETrainer, SSFlowTrainer,
+                                  SLatFlowTrainer)}

@@ -64,6 +64,55 @@ class SSVAETrainer(Trainer):
         return {"iou": inter / max(union, 1)}
 
 
+def voxel_targets(feats: torch.Tensor) -> torch.Tensor:
+    """What a voxel's latent should carry: for RGBA colour features (premultiplied, 4 channels) the straight colour
+    and the coverage ``[r, g, b, a]`` (RGB / A, A clamped at 0.05); any other feature set as it is."""
+    f = feats.float()
+    if f.shape[1] != 4:
+        return f
+    return torch.cat([(f[:, :3] / f[:, 3:4].clamp_min(0.05)).clamp(0, 1), f[:, 3:4]], 1)
+
+
+class SLatEncoderTrainer(Trainer):
+    """The SLat encoder alone, with a linear read-out (`LatentReadout`) of its deterministic latent means that must
+    reproduce every voxel's features (`voxel_targets`): MSE + kl_weight * KL. An ss4d stage, run before the
+    Gaussian decoder is trained on the frozen encoder (`slat_vae` with a frozen `encoder`): trained jointly from
+    the start, the latents shrank until the decoder ignored them (docs/training.md). No rendering: fast."""
+
+    stage = "slat_encoder"
+    roles = ("encoder", "readout")
+    loss_defaults = {"kl_weight": 1e-3}
+    required_keys = ("coords", "feats")
+
+    def compute_loss(self, batch):
+        T, B = int(batch["num_frames"]), self.num_clips(batch)
+        enc, head = self.models["encoder"], self.models["readout"]
+        _check_feats(enc, batch["feats"])
+        x = SparseTensor(batch["feats"].float(), batch["coords"], B * T)
+        _, mean, logvar = enc(x, num_frames=T, sample_posterior=False, return_raw=True)
+        mean, logvar = mean.float(), logvar.float()
+        target = voxel_targets(x.feats)
+        if head.out_channels != target.shape[1]:
+            raise ConfigError(f"readout out_channels {head.out_channels} != {target.shape[1]} voxel targets")
+        pred = head(mean).float()
+        rows = _clip_rows(x.coords, B, T)
+        mse = torch.stack([(pred[sl] - target[sl]).square().mean() for sl in rows]).mean()
+        kl = torch.stack([L.kl_loss(mean[sl], logvar[sl]) for sl in rows]).mean()
+        r2 = 1 - (pred - target).square().sum() / (target - target.mean(0)).square().sum().clamp_min(1e-12)
+        return mse + self.loss_cfg["kl_weight"] * kl, {"mse": mse, "kl": kl, "r2": r2.detach(),
+                                                       "latent_std": mean.std(0).mean().detach()}
+
+    @torch.no_grad()
+    def preview(self, batch, out_dir, step):
+        batch = self.to_device(self.check_batch(batch))
+        T, B = int(batch["num_frames"]), self.num_clips(batch)
+        x = SparseTensor(batch["feats"].float(), batch["coords"], B * T)
+        z = self.models["encoder"](x, num_frames=T, sample_posterior=False)
+        target = voxel_targets(x.feats)
+        pred = self.models["readout"](z.feats.float())
+        return {"r2": float(1 - (pred - target).square().sum() / (target - target.mean(0)).square().sum())}
+
+
 def voxel_color_l1(gaussians, x: SparseTensor) -> torch.Tensor:
     """Mean L1 between each voxel's mean Gaussian colour (its `num_gaussians` Gaussians, voxel-major) and the
     straight colour of its input features (premultiplied RGBA: RGB / A, A clamped at 0.05)."""

@@ -419,6 +419,19 @@ def test_static_asset_workbench_vertex_cap_and_import_failure(tmp_path, shared):
             assert inside.all() and _dilate(a)[px[:, 1], px[:, 0]].all()
 
 
+@needs_bpy
+def test_fbx_with_lights_imports(tmp_path, shared):
+    """Blender 5.0's FBX importer sets a Cycles light property that no longer exists: FBX files with lights (5 of the
+    training assets) failed with an AttributeError until ss4d gave that property a stand-in."""
+    fish = shared / "data" / "train_assets" / "quaternius-fbx__Animals2016_Fish.fbx"
+    if not fish.exists():
+        pytest.skip(f"{fish} not found")
+    s = RA.render_assets([fish], tmp_path / "ds", num_frames=2, num_views=1, size=32, resolution=16, input_paths=1,
+                         engine="workbench", threads=1, max_clips=1, progress=None)
+    assert not s["skipped_assets"], s["skipped_assets"]
+    assert len(s["written"]) == 1
+
+
 def test_worker_crash_and_timeout_are_reported(tmp_path, monkeypatch):
     """A worker that dies (or hangs past --timeout) costs only its asset: reported with the reason, run goes on."""
     monkeypatch.setattr(RA, "have_bpy", lambda: True)   # the fake workers below never import bpy

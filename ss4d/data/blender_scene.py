@@ -28,11 +28,25 @@ def reset_scene():
         bpy.ops.wm.read_factory_settings(use_empty=True)
 
 
+def _fbx_light_compat(bpy) -> None:
+    """Blender 5.0's bundled FBX importer still sets ``light.cycles.cast_shadow``, a property Cycles dropped: every
+    FBX file with a light failed to import. Give Cycles' light settings a stand-in property (lights are replaced
+    by the renderer's own anyway)."""
+    light = bpy.data.lights.new("ss4d_probe", "POINT")
+    try:
+        cls = type(getattr(light, "cycles", None))
+        if cls is not type(None) and not hasattr(light.cycles, "cast_shadow"):
+            cls.cast_shadow = bpy.props.BoolProperty(default=True)
+    finally:
+        bpy.data.lights.remove(light)
+
+
 def _run_importer(kind: str, path: str):
     bpy = require_bpy()
     if kind == "gltf":
         return bpy.ops.import_scene.gltf(filepath=path)
     if kind == "fbx":
+        _fbx_light_compat(bpy)
         return bpy.ops.import_scene.fbx(filepath=path)
     if kind == "obj":
         return bpy.ops.wm.obj_import(filepath=path, forward_axis="NEGATIVE_Z", up_axis="Y")

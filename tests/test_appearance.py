@@ -17,7 +17,7 @@ from ss4d.pipeline.pixel_aligned import PIXEL_CHANNELS, PixelAlignedFlow, pixel_
 from ss4d.render.camera import Camera, orbit_camera
 from ss4d.render.visibility import visible_points
 from ss4d.sparse.tensor import SparseTensor
-from ss4d.train.latents import fold_latent_mean
+from ss4d.train.latents import fold_latent_mean, standardize_encoder
 from ss4d.train.vae_trainers import SLatEncoderTrainer, voxel_targets
 
 
@@ -135,6 +135,28 @@ def test_fold_latent_mean_keeps_the_decoder_output_at_the_old_mean():
     assert dec.input_layer.weight.abs().max() == 0
     with pytest.raises(ValueError, match="latent mean"):
         fold_latent_mean(dec, torch.zeros(3))
+
+
+def test_fold_latent_affine_and_standardized_encoder_compose_to_the_same_decoding():
+    torch.manual_seed(1)
+    enc = build(TINY["slat_encoder"][0], {**TINY["slat_encoder"][1], "in_channels": 4, "model_channels": 64,
+                                          "num_blocks": 1, "num_heads": 2}).eval()
+    dec = build_tiny(names=["slat_decoder_gs"])["slat_decoder_gs"].eval()
+    coords, feats = _sparse_clip()
+    x = SparseTensor(feats, coords, 2)
+    mean, std = torch.randn(8), torch.rand(8) + 0.1
+    with torch.no_grad():
+        z, m, logvar = enc(x, num_frames=2, sample_posterior=False, return_raw=True)
+        before = dec.decode_raw(z, 2).feats
+        standardize_encoder(enc, mean, std)
+        z2, m2, logvar2 = enc(x, num_frames=2, sample_posterior=False, return_raw=True)
+        fold_latent_mean(dec, mean, std)
+        after = dec.decode_raw(z2, 2).feats
+    torch.testing.assert_close(m2, (m - mean) / std, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(logvar2, logvar - 2 * torch.log(std), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="positive stds"):
+        standardize_encoder(enc, mean, -std)
 
 
 def test_pixel_aligned_features_against_a_closed_form_camera():

@@ -62,14 +62,37 @@ def slat_normalization_stats(latents) -> dict:
 
 
 @torch.no_grad()
-def fold_latent_mean(decoder: nn.Module, latent_mean) -> nn.Module:
-    """Re-base a SLat decoder trained on (near-)constant latents onto a new encoder: its input layer's response to
-    the old mean latent moves into the bias and the latent weights start at zero, so the decoder renders as before
-    for any input and learns from scratch how to use the new latents (in place; returns the decoder)."""
+def fold_latent_mean(decoder: nn.Module, latent_mean, latent_std=0.0) -> nn.Module:
+    """Re-base a SLat decoder onto new latents ``z_new`` related to the old ones by ``z_old = mean + std * z_new``
+    (per channel): the input layer's response to ``mean`` moves into its bias and its latent weights are scaled by
+    ``std``, so the decoder computes exactly what it did. ``std = 0`` (default) is the re-start of a decoder trained
+    on (near-)constant latents: it renders as before for any input, its latent weights start at zero and it learns
+    from scratch how to use the new latents (in place; returns the decoder)."""
     layer = decoder.input_layer
-    mean = torch.as_tensor(latent_mean, dtype=layer.weight.dtype, device=layer.weight.device)
-    if mean.shape != (layer.weight.shape[1],):
-        raise ValueError(f"latent mean of shape {tuple(mean.shape)} for an input layer taking {layer.weight.shape[1]}")
+    C = layer.weight.shape[1]
+    mean = torch.as_tensor(latent_mean, dtype=layer.weight.dtype, device=layer.weight.device).reshape(-1)
+    std = torch.as_tensor(latent_std, dtype=layer.weight.dtype, device=layer.weight.device).reshape(-1)
+    if mean.numel() != C or std.numel() not in (1, C):
+        raise ValueError(f"latent mean of shape {tuple(mean.shape)} / std {tuple(std.shape)} for an input layer "
+                         f"taking {C}")
     layer.bias += layer.weight @ mean
-    layer.weight.zero_()
+    layer.weight *= std.expand(C)[None]
     return decoder
+
+
+@torch.no_grad()
+def standardize_encoder(encoder: nn.Module, mean, std) -> nn.Module:
+    """Re-parametrise a SLat encoder so its latent means come out standardised, ``(z - mean) / std`` per channel
+    (its output layer's mean rows scaled and shifted; the log-variance rows shift by ``-2 log std``). The latents
+    carry exactly the same information; a decoder trained on them sees unit-scale inputs, so it learns to use them
+    as fast as it learns anything else (in place; returns the encoder)."""
+    layer = encoder.out_layer
+    C = layer.out_features // 2
+    mean = torch.as_tensor(mean, dtype=layer.weight.dtype, device=layer.weight.device).reshape(-1)
+    std = torch.as_tensor(std, dtype=layer.weight.dtype, device=layer.weight.device).reshape(-1)
+    if mean.numel() != C or std.numel() != C or bool((std <= 0).any()):
+        raise ValueError(f"standardize_encoder needs {C} means and {C} positive stds")
+    layer.weight[:C] /= std[:, None]
+    layer.bias[:C] = (layer.bias[:C] - mean) / std
+    layer.bias[C:] -= 2 * torch.log(std)
+    return encoder

@@ -76,3 +76,37 @@ def test_one_shared_frozen_conditioner_is_written_once(tmp_path):
     frames = np.random.default_rng(0).integers(0, 255, (2, 128, 128, 3), dtype=np.uint8)
     cond = p.encode(frames)
     assert cond["sparse_structure_flow_model"] is cond["slat_flow_model"]  # encoded once
+
+
+def test_base_folder_supplies_missing_stages_and_settings(tmp_path):
+    """--base: stages without a run folder come from an existing pipeline folder, with its ss4d settings; a flow
+    trained with a frozen conditioner uses the checkpoint its run config names."""
+    models = build_tiny(seed=0)
+    _fake_runs(tmp_path / "runs", models)
+    base = tmp_path / "base"
+    assert main([str(tmp_path / "runs"), str(base), "--temporal-noise", "shared", "--color-from-input", "1"]) == 0
+    cfg = json.loads((base / "pipeline.json").read_text())
+    cfg["args"]["silhouette_guidance"] = {"carve": True, "fill": True}
+    (base / "pipeline.json").write_text(json.dumps(cfg))
+    # a new latent-flow run only: its conditioner was frozen (the base's), so the run did not export it
+    new = tmp_path / "new"
+    flow = type(models["slat_flow_model"])(**TINY["slat_flow_model"][1])
+    save_model(flow, TINY["slat_flow_model"][0], TINY["slat_flow_model"][1],
+               new / "slat_flow" / "export" / "ckpts" / "slat_flow_model")
+    (new / "slat_flow" / "export" / "slat_normalization.json").write_text(json.dumps({"mean": [0.5] * 8,
+                                                                                     "std": [2.0] * 8}))
+    (new / "slat_flow" / "config.json").write_text(json.dumps({"models": {"conditioner": {
+        "checkpoint": str(base / "ckpts" / "image_cond_ss"), "trainable": False}}}))
+    out = tmp_path / "model"
+    assert main([str(new), str(out), "--base", str(base), "--color-from-input", "0"]) == 0
+    pipe = json.loads((out / "pipeline.json").read_text())["args"]
+    assert pipe["silhouette_guidance"] == {"carve": True, "fill": True} and pipe["temporal_noise"] == "shared"
+    assert "post_steps" not in pipe                                   # switched off here
+    assert pipe["slat_normalization"] == {"mean": [0.5] * 8, "std": [2.0] * 8}
+    assert pipe["image_cond_model"] == {"ckpt": "ckpts/image_cond_ss"}  # the frozen conditioner, written once
+    got = load_model(out / "ckpts" / "slat_flow_model").state_dict()
+    for k, v in flow.state_dict().items():
+        assert torch.allclose(got[k].float(), v, atol=2e-3)
+    for key in ("sparse_structure_flow_model", "sparse_structure_decoder", "slat_decoder_gs"):
+        a, b = load_model(out / "ckpts" / key).state_dict(), load_model(base / "ckpts" / key).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)

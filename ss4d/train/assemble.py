@@ -9,6 +9,11 @@ encoder (equal weights) it is written once (`image_cond_model.ckpt`) and the vid
 `--run STAGE=DIR` takes one stage from another run folder (e.g. `--run ss_flow=runs/default/ss_flow_aligned`,
 `--run slat_decoder=runs/default/slat_decoder_hr`) instead of `RUNS_DIR/STAGE`.
 
+`--base DIR` takes every stage that has no run folder from an existing pipeline folder (`DIR/ckpts/<key>`) and
+keeps that folder's ss4d settings (`temporal_noise`, `silhouette_guidance`, `post_steps`) unless given here; e.g.
+re-shipping a model with a new latent stage: `assemble runs/s5 out --base ss4d/assets/default_model`. A flow
+trained with a frozen conditioner (not exported by its run) uses the checkpoint its run's `config.json` names.
+
 `--slat-window N` (default 4) sets the latent flow's self-attention to windows of N transformer-level frames
 (`SLatFlowModel(window_size=...)`): trained on short windows, its attention never saw more frames than that, and
 the cost of a long clip becomes linear in its length instead of quadratic. The weights are unchanged.
@@ -39,11 +44,23 @@ PARTS = {  # pipeline key -> (stage, exported stem)
 STAGES = ("ss_vae", "slat_vae", "slat_decoder", "ss_flow", "slat_flow")
 
 
+def _frozen_conditioner(run: Path) -> Path | None:
+    """The checkpoint stem a run's config names for a frozen (not exported) conditioner, if any."""
+    cfg = run / "config.json"
+    if not cfg.is_file():
+        return None
+    spec = json.loads(cfg.read_text()).get("models", {}).get("conditioner", {})
+    if spec.get("trainable") is False and spec.get("checkpoint"):
+        return Path(spec["checkpoint"])
+    return None
+
+
 def assemble(runs: Path, out: Path, num_frames: int = 32, dtype=torch.float16, sampler: dict | None = None,
              slat_sampler: dict | None = None,
              slat_window: int | None = 4, stage_runs: dict | None = None, temporal_noise: str | None = None,
-             color_from_input: float | None = None) -> Path:
+             color_from_input: float | None = None, base: Path | None = None) -> Path:
     runs, out = Path(runs), Path(out)
+    base_args = json.loads((Path(base) / "pipeline.json").read_text())["args"] if base is not None else {}
     bad = sorted(set(stage_runs or {}) - set(STAGES))
     if bad:
         raise ValueError(f"unknown stage(s) {bad} in run overrides; stages: {', '.join(STAGES)}")
@@ -55,6 +72,11 @@ def assemble(runs: Path, out: Path, num_frames: int = 32, dtype=torch.float16, s
         written = {}
         for key, (stage, stem) in PARTS.items():
             src = dirs[stage] / "export" / "ckpts" / stem
+            if stem == "image_cond_model" and not Path(str(src) + ".json").is_file():
+                src = _frozen_conditioner(dirs[stage]) or src
+            if base is not None and not dirs[stage].exists() and not (
+                    key == "slat_decoder_gs" and dirs["slat_decoder"].exists()):
+                src = Path(base) / "ckpts" / key
             if key == "slat_decoder_gs" and (dirs["slat_decoder"] / "export" / "ckpts" / (stem + ".json")).is_file():
                 src = dirs["slat_decoder"] / "export" / "ckpts" / stem  # decoder fine-tuned with the encoder frozen
             if not Path(str(src) + ".json").is_file():
@@ -68,7 +90,9 @@ def assemble(runs: Path, out: Path, num_frames: int = 32, dtype=torch.float16, s
                 continue  # both flows were trained on one frozen encoder: ship it once, encode the video once
             written[key] = (cfg["name"], args, model)
             save_model(model, cfg["name"], args, tmp / "ckpts" / key, dtype=dtype)
-        norm = json.loads((dirs["slat_flow"] / "export" / "slat_normalization.json").read_text())
+        norm_file = dirs["slat_flow"] / "export" / "slat_normalization.json"
+        norm = json.loads(norm_file.read_text()) if norm_file.is_file() or not base_args \
+            else base_args["slat_normalization"]
         pipe = {"name": "SS4DVideoTo4DPipeline", "args": {
             "models": {k: f"ckpts/{k}" for k in PARTS if not k.startswith("image_cond")},
             "sparse_structure_sampler": sampler or SAMPLER, "slat_sampler": slat_sampler or sampler or SAMPLER,
@@ -77,10 +101,15 @@ def assemble(runs: Path, out: Path, num_frames: int = 32, dtype=torch.float16, s
                                            "slat_flow_model": "ckpts/image_cond_slat"}}
             if "image_cond_slat" in written else {"ckpt": "ckpts/image_cond_ss"},
             "num_frames": num_frames}}
+        for k in ("temporal_noise", "silhouette_guidance", "post_steps"):
+            if k in base_args:
+                pipe["args"][k] = base_args[k]
         if temporal_noise:
             pipe["args"]["temporal_noise"] = temporal_noise
-        if color_from_input:
-            pipe["args"]["post_steps"] = [{"name": "color_from_input", "strength": float(color_from_input)}]
+        if color_from_input is not None:
+            pipe["args"].pop("post_steps", None)
+            if color_from_input > 0:
+                pipe["args"]["post_steps"] = [{"name": "color_from_input", "strength": float(color_from_input)}]
         atomic_write(tmp / "pipeline.json", lambda t: Path(t).write_text(json.dumps(pipe, indent=2)))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # no half-written model folder
@@ -115,9 +144,12 @@ def main(argv=None) -> int:
     ap.add_argument("--slat-steps", type=int, default=None,
                     help="Euler steps of the latent-flow sampler only (default: --sampler-steps)")
     ap.add_argument("--color-from-input", type=float, default=None, metavar="STRENGTH",
-                    help="pipeline.json color_from_input (recolour from the input video, 0-1; default: off)")
+                    help="pipeline.json color_from_input (recolour from the input video, 0-1; 0: off; default: "
+                         "off, or --base's setting)")
     ap.add_argument("--temporal-noise", choices=["independent", "shared"], default=None,
                     help="pipeline.json temporal_noise (default: not written = independent, as the official models)")
+    ap.add_argument("--base", default=None, metavar="DIR",
+                    help="take stages without a run folder (and the ss4d settings) from this pipeline folder")
     ap.add_argument("--run", action="append", default=[], metavar="STAGE=DIR",
                     help=f"take a stage from another run folder (stages: {', '.join(STAGES)}); repeatable")
     a = ap.parse_args(argv)
@@ -138,7 +170,7 @@ def main(argv=None) -> int:
         p = assemble(Path(a.runs), Path(a.out), a.num_frames, sampler=sampler, slat_sampler=slat_sampler,
                      slat_window=a.slat_window or None,
                      stage_runs=stage_runs, temporal_noise=a.temporal_noise,
-                     color_from_input=a.color_from_input)
+                     color_from_input=a.color_from_input, base=Path(a.base) if a.base else None)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -623,6 +623,21 @@ def test_split_is_disjoint_stratified_and_committed(shared):
         make_asset_split(manifest, fractions=(0.5, 0.5, 0.5))
 
 
+def test_shipped_model_never_trained_on_validation_or_test_assets():
+    """The training record of the shipped model against the committed split: no validation or test asset was
+    trained on (the record lists every trained asset id; the split file is the one `ss4d evaluate` users score)."""
+    from ss4d.eval.splits import load_training_record
+    from ss4d.pipeline.checkpoint_folder import default_model_dir
+
+    rec = json.loads((default_model_dir() / "training.json").read_text())
+    split = json.loads((Path(__file__).parents[1] / "configs" / "splits" / "assets.json").read_text())["splits"]
+    held_out = set(split["validation"]) | set(split["test"])
+    assert not held_out & set(rec["trained_on"])
+    assert set(rec["trained_on"]) & set(split["train"])                 # the latent stage used the train split
+    r = load_training_record(default_model_dir())
+    assert all(r.role(a) != "trained" for a in held_out)
+
+
 def test_training_record_of_the_default_model_names_evaluate_ids():
     from ss4d.eval.splits import load_training_record
     from ss4d.pipeline.checkpoint_folder import default_model_dir

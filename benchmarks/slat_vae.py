@@ -3,7 +3,8 @@
 * linear probe: voxel colour (straight RGB of the clip's colour features) from the encoder's latent means, least
   squares fitted on one random half of the voxels and scored (R^2, variance explained) on the other half;
 * decoding: the encoder's latents of each frame decoded to Gaussians and rendered at every stored view, PSNR inside
-  the union of the rendered and the true masks (white background), at --size pixels.
+  the union of the rendered and the true masks (white background), at --size pixels; and inside their
+  intersection (colour where both show the object, without the silhouette mismatch) and the mask IoU.
 
 Usage: python benchmarks/slat_vae.py --encoder STEM --decoder STEM [--data datasets/val_r32] [--feature vcolor]
                                      [--frames 8] [--size 128] [--threads 2]
@@ -52,7 +53,7 @@ def main(argv=None):
         full = ClipDataset(a.data, num_frames=a.frames, views_per_frame=ds.clips[0]["num_views"], windows="first",
                            view_selection="first", load_cond=False, feature=None)
         views = full[i]
-        vals = []
+        vals, inter, ious = [], [], []
         for f in range(a.frames):
             for v, cam in enumerate(views["cameras"][f]):
                 cam = cam.resized(a.size, a.size)
@@ -61,9 +62,15 @@ def main(argv=None):
                 gt = torch.nn.functional.interpolate(views["views"][f, v][None], size=(a.size, a.size),
                                                      mode="bilinear", antialias=True, align_corners=False)[0]
                 gt_rgb = gt[:3] * gt[3:4] + (1 - gt[3:4])
-                m = union_mask(out["alpha"].reshape(a.size, a.size), gt[3])
+                pa = out["alpha"].reshape(a.size, a.size)
+                m = union_mask(pa, gt[3])
                 vals.append(float(masked_psnr(out["color"], gt_rgb, m)))
-        rows.append((s["id"], int(s["coords"].shape[0]), sum(vals) / len(vals)))
+                both = (pa > 0.5) & (gt[3] > 0.5)
+                if both.any():
+                    inter.append(float(masked_psnr(out["color"], gt_rgb, both)))
+                ious.append(float(both.sum() / m.sum().clamp_min(1)))
+        mean = lambda v: sum(v) / max(len(v), 1)  # noqa: E731
+        rows.append((s["id"], int(s["coords"].shape[0]), mean(vals), mean(inter), mean(ious)))
     Z, Y = torch.cat(Z), torch.cat(Y)
     perm = torch.randperm(len(Z), generator=torch.Generator().manual_seed(0))
     h = len(Z) // 2
@@ -73,10 +80,12 @@ def main(argv=None):
     r2 = float(1 - (P - Yt).square().sum() / (Yt - Yt.mean(0)).square().sum())
     print(f"encoder {a.encoder}\ndecoder {a.decoder}\ndata {a.data} ({len(ds)} clips, {a.frames} frames, "
           f"feature {a.feature}), {time.perf_counter() - t0:.0f} s\n")
-    print("| clip | voxels | masked PSNR (dB) |\n|---|---:|---:|")
-    for cid, n, p in rows:
-        print(f"| {cid} | {n} | {p:.2f} |")
-    print(f"| **mean** | | **{sum(p for _, _, p in rows) / len(rows):.2f}** |\n")
+    print("| clip | voxels | PSNR in mask union (dB) | PSNR in mask intersection (dB) | mask IoU |\n"
+          "|---|---:|---:|---:|---:|")
+    for cid, n, p, q, iou in rows:
+        print(f"| {cid} | {n} | {p:.2f} | {q:.2f} | {iou:.3f} |")
+    avg = [sum(r[k] for r in rows) / len(rows) for k in (2, 3, 4)]
+    print(f"| **mean** | | **{avg[0]:.2f}** | **{avg[1]:.2f}** | **{avg[2]:.3f}** |\n")
     print(f"linear probe R^2 (voxel RGB from latent means, held-out half of {len(Z)} voxels): {r2:.4f}; "
           f"latent std per channel {Z.std(0).mean():.4f}")
 

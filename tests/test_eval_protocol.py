@@ -688,7 +688,8 @@ def test_additions_switch_off_one_at_a_time():
 
     def pipe():
         return types.SimpleNamespace(temporal_noise="shared", color_from_input=1.0,
-                                     silhouette=SilhouetteSettings(strength=0.5, carve=True, fill=True))
+                                     silhouette=SilhouetteSettings(strength=0.5, carve=True, fill=True),
+                                     post_steps=[{"name": "silhouette_fit"}, {"name": "center_on_input"}])
 
     def on(p, kw):
         q = copy.copy(p)
@@ -697,7 +698,7 @@ def test_additions_switch_off_one_at_a_time():
         return {a.name for a in ADDITIONS if a.is_on(q)}
 
     names = {a.name for a in ADDITIONS}
-    assert names == {"shared-noise", "color-transfer", "silhouette-guidance"}
+    assert names == {"shared-noise", "color-transfer", "silhouette-guidance", "silhouette-fit", "centering"}
     assert ABLATION_NAMES == tuple(f"no-{n}" for n in (a.name for a in ADDITIONS))
     orig = pipe()
     for a in ADDITIONS:
@@ -707,6 +708,7 @@ def test_additions_switch_off_one_at_a_time():
     p, kw = switch_off(orig, tuple(names))
     assert on(p, kw) == set() and p.temporal_noise == "independent" and kw == {"color_from_input": 0.0}
     assert p.silhouette.size == orig.silhouette.size and not p.silhouette.enabled
+    assert p.post_steps == [] and len(orig.post_steps) == 2
 
 
 def test_cached_generations_follow_the_model_files(tmp_path):

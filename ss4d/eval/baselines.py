@@ -112,6 +112,14 @@ class Addition:
     switch_off: Callable
 
 
+def _has_post_step(pipe, name: str) -> bool:
+    return any(st["name"] == name for st in getattr(pipe, "post_steps", []))
+
+
+def _drop_post_step(pipe, name: str) -> None:
+    pipe.post_steps = [st for st in pipe.post_steps if st["name"] != name]
+
+
 # one line per addition (row ``no-<name>``); a new option of the pipeline gets its own line here
 ADDITIONS = (
     Addition("shared-noise", "one starting noise shared by all frames (SS4D: fresh noise per frame)",
@@ -123,6 +131,10 @@ ADDITIONS = (
     Addition("silhouette-guidance", "structure guided / carved / filled by the input masks (SS4D: none)",
              lambda p: bool(getattr(getattr(p, "silhouette", None), "enabled", False)),
              lambda p, kw: setattr(p, "silhouette", replace(p.silhouette, strength=0.0, carve=False, fill=False))),
+    Addition("silhouette-fit", "Gaussians fitted to the input masks in the input view (SS4D: none)",
+             lambda p: _has_post_step(p, "silhouette_fit"), lambda p, kw: _drop_post_step(p, "silhouette_fit")),
+    Addition("centering", "object moved onto the input camera's axis (SS4D: left where the model puts it)",
+             lambda p: _has_post_step(p, "center_on_input"), lambda p, kw: _drop_post_step(p, "center_on_input")),
 )
 ABLATION_NAMES = tuple(f"no-{a.name}" for a in ADDITIONS)
 

@@ -82,6 +82,7 @@ class SilhouetteGuide:
         self.target = _area_resize(m, settings.size)
         self._uv_cache: dict = {}
         self.views: list = []  # (yaw, elevation) chosen at each guided step, for inspection
+        self.chosen_view: dict = {}  # the view that refine() carved / filled in (input_view_camera's dict)
 
     # ----- geometry -----
     def _projection(self, R: int, yaw: float, elev: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,6 +200,7 @@ class SilhouetteGuide:
         st = self.settings
         T, R = logits.shape[0], logits.shape[-1]
         _loss, yaw, el, box = self._view_fits(logits)[0]
+        self.chosen_view = {"yaw_deg": float(yaw), "pitch_deg": float(el), "crop": tuple(float(v) for v in box)}
         uv, depth = self._projection(R, yaw, el)
         S = max(st.size, R)
         soft = _area_resize(self.full_masks, S)

@@ -18,6 +18,7 @@ import torch
 
 from ..gaussians import Gaussians
 from ..models.checkpoint import CheckpointError
+from ..render.preview import gaussians_to_voxels
 from ..sparse.tensor import SparseTensor
 from .checkpoint_folder import (
     PipelineConfig,
@@ -29,6 +30,7 @@ from .checkpoint_folder import (
 from .pixel_aligned import PixelAlignedFlow, pixel_aligned_features, wants_pixel_features
 from .samplers import SamplerTrace, build_sampler
 from .silhouette import SilhouetteGuide, read_silhouette_settings
+from .silhouette_fit import center_in_view, fit_silhouettes, read_silhouette_fit
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -66,7 +68,8 @@ def _strength(value, what: str, error=ValueError) -> float:
     raise error(f"{what} must be true/false or a number in [0, 1], got {value!r}")
 
 
-POST_STEPS = ("color_from_input",)  # known post-steps (ss4d additions, not in SS4D), see docs/pipeline.md
+# known post-steps (ss4d additions, not in SS4D), see docs/pipeline.md
+POST_STEPS = ("color_from_input", "silhouette_fit", "center_on_input")
 
 
 def read_post_steps(extra: dict) -> list[dict]:
@@ -91,6 +94,8 @@ def read_post_steps(extra: dict) -> list[dict]:
         if st["name"] == "color_from_input":
             st["strength"] = _strength(st.get("strength", 1.0), "pipeline.json: color_from_input strength",
                                        CheckpointError)
+        if st["name"] == "silhouette_fit":
+            read_silhouette_fit(st, CheckpointError)
         steps.append(st)
     return steps
 
@@ -193,10 +198,11 @@ class VideoTo4DPipeline:
 
     @torch.no_grad()
     def sample_structure(self, cond, gen: torch.Generator, steps=None, cfg=None, progress=None,
-                         trace: dict | None = None, masks=None):
+                         trace: dict | None = None, masks=None, view_out: dict | None = None):
         """Stage 1: coords [N, 4] (frame, x, y, z) of the occupied voxels. `trace` (a dict) receives the noise,
         the sampler's per-call record, the latent and the occupancy logits. `masks` ([T, H, W] input alpha) enable
-        the silhouette guidance / carving set in `self.silhouette`."""
+        the silhouette guidance / carving set in `self.silhouette`; `view_out` (a dict) then receives the input view
+        that carving / filling used (``yaw_deg``, ``pitch_deg``, ``crop``)."""
         flow = self.models["sparse_structure_flow_model"]
         T = cond.shape[0]
         r = flow.resolution
@@ -220,6 +226,8 @@ class VideoTo4DPipeline:
             trace.update(ss_noise=noise, ss_sampler=strace, ss_latent=z, ss_logits=logits)
         refine = guide is not None and (self.silhouette.carve or self.silhouette.fill)
         occ = guide.refine(logits) if refine else logits[:, 0] > 0
+        if refine and view_out is not None:
+            view_out.update(guide.chosen_view)
         if trace is not None and guide is not None:
             trace["silhouette_views"] = guide.views
         return self._fill_empty(occ)
@@ -369,13 +377,14 @@ class VideoTo4DPipeline:
         gen = torch.Generator().manual_seed(int(seed))
         t0 = time.perf_counter()
         ss_bar = bars.stage("sparse structure", self._steps(self.ss_params, steps))
+        structure_view: dict = {}
         coords = self.sample_structure(cond["sparse_structure_flow_model"], gen, steps, cfg, ss_bar, trace,
-                                       masks=alpha)
+                                       masks=alpha, view_out=structure_view)
         timings["sparse_structure"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         pixel_features = None
         if wants_pixel_features(self.models["slat_flow_model"]):
-            pixel_features, meta_view = self.pixel_features(coords, pre, alpha)
+            pixel_features, meta_view = self.pixel_features(coords, pre, alpha, structure_view or None)
         slat_bar = bars.stage("spacetime latents", self._steps(self.slat_params, steps))
         slat = self.sample_latents(cond["slat_flow_model"], coords, gen, steps, cfg, slat_bar, trace,
                                    pixel_features=pixel_features)
@@ -400,19 +409,31 @@ class VideoTo4DPipeline:
             t0 = time.perf_counter()
             if name == "color_from_input":
                 gaussians, meta["input_view"] = self.recolor(gaussians, per_frame, pre, alpha, strength)
+            elif name == "silhouette_fit":
+                settings = read_silhouette_fit(next(st for st in self.post_steps if st["name"] == name))
+                gaussians, meta["fit_view"] = self.fit_silhouettes(gaussians, per_frame, pre, alpha, settings,
+                                                                   structure_view or None)
+            elif name == "center_on_input":
+                gaussians, meta["center_shift"] = self.center_on_input(gaussians, per_frame, pre, alpha,
+                                                                       structure_view or None)
+            if name in ("silhouette_fit", "center_on_input"):  # voxels follow the Gaussians they moved / faded
+                res = int(getattr(self.models["slat_decoder_gs"], "resolution", 64))
+                per_frame = [torch.from_numpy(gaussians_to_voxels(g, res)) for g in gaussians]
             timings[name] = time.perf_counter() - t0
         meta["post_steps"] = names
         return VideoTo4DResult(gaussians, per_frame, pre, fps, timings, _peak_rss_mb(), meta=meta)
 
-    def pixel_features(self, coords: torch.Tensor, frames: np.ndarray, alpha: np.ndarray):
-        """Pixel-aligned features of the voxels `coords [N, 4]` (:mod:`ss4d.pipeline.pixel_aligned`) through the
-        input view estimated from the structure's silhouettes alone. Returns `(features [N, 5], view)`."""
+    def pixel_features(self, coords: torch.Tensor, frames: np.ndarray, alpha: np.ndarray, view: dict | None = None):
+        """Pixel-aligned features of the voxels `coords [N, 4]` (:mod:`ss4d.pipeline.pixel_aligned`) through `view`
+        (the structure stage's carving view), or else the input view estimated from the structure's silhouettes
+        alone. Returns `(features [N, 5], view)`."""
         from ..render.input_view import estimate_input_view, input_view_camera
 
         res = int(self.models["slat_flow_model"].resolution)
         T = len(frames)
         per_frame = [coords[coords[:, 0] == f, 1:].cpu() for f in range(T)]
-        view = estimate_input_view(None, frames, alpha, coords=per_frame, voxel_resolution=res)
+        if view is None:
+            view = estimate_input_view(None, frames, alpha, coords=per_frame, voxel_resolution=res)
         if view is None:
             view = {"yaw_deg": 0.0, "pitch_deg": 0.0, "crop": None}
         cam = input_view_camera(view, frames.shape[1])
@@ -420,6 +441,37 @@ class VideoTo4DPipeline:
         a = torch.from_numpy(np.ascontiguousarray(alpha)).float()
         a = a / 255.0 if np.asarray(alpha).dtype == np.uint8 else a
         return pixel_aligned_features(coords, res, f, a, [cam] * T), view
+
+    def fit_silhouettes(self, gaussians: list[Gaussians], coords: list[torch.Tensor], frames: np.ndarray,
+                        alpha: np.ndarray, settings, view: dict | None = None) -> tuple[list[Gaussians], dict | None]:
+        """Fit the Gaussians to the input masks (:mod:`ss4d.pipeline.silhouette_fit`) in `view` (the structure
+        stage's carving view), or else in the view estimated from the voxels' silhouettes. Returns
+        ``(gaussians, view)``; unchanged Gaussians and None when no view fits."""
+        from ..render.input_view import estimate_input_view, input_view_camera
+
+        res = int(getattr(self.models["slat_decoder_gs"], "resolution", 64))
+        if view is None:
+            view = estimate_input_view(None, frames, alpha, coords=coords, voxel_resolution=res)
+        if view is None:
+            return gaussians, None
+        cam = input_view_camera(view, frames.shape[1])
+        return fit_silhouettes(gaussians, alpha, cam, settings, voxel_size=1.0 / res), view
+
+    def center_on_input(self, gaussians: list[Gaussians], coords: list[torch.Tensor], frames: np.ndarray,
+                        alpha: np.ndarray, view: dict | None = None) -> tuple[list[Gaussians], list[float] | None]:
+        """Move the Gaussians so the input camera looks at the middle of their silhouette
+        (:func:`ss4d.pipeline.silhouette_fit.center_in_view`) in `view` (the structure stage's carving view), or else
+        in the view estimated from the voxels. Returns ``(gaussians, world shift)``; unchanged and None when no view
+        fits."""
+        from ..render.input_view import estimate_input_view
+
+        res = int(getattr(self.models["slat_decoder_gs"], "resolution", 64))
+        if view is None:
+            view = estimate_input_view(None, frames, alpha, coords=coords, voxel_resolution=res)
+        if view is None:
+            return gaussians, None
+        moved, shift = center_in_view(gaussians, view)
+        return moved, [float(v) for v in shift]
 
     def recolor(self, gaussians: list[Gaussians], coords: list[torch.Tensor], frames: np.ndarray, alpha: np.ndarray,
                 strength: float = 1.0) -> tuple[list[Gaussians], dict | None]:

@@ -119,6 +119,11 @@ def test_pipeline_runs_fit_and_centring_from_pipeline_json(tmp_path):
     assert res.meta["post_steps"] == ["silhouette_fit", "center_on_input"]
     assert set(res.meta["fit_view"]) == {"yaw_deg", "pitch_deg", "crop"}
     assert len(res.meta["center_shift"]) == 3
+    view = res.meta["input_view"]  # renders reuse the view the output was fitted and centred in
+    assert view["yaw_deg"] == res.meta["fit_view"]["yaw_deg"]
+    x0, y0, x1, y1 = view["crop"]
+    assert abs((x0 + x1) / 2 - 0.5) < 1e-9 and abs((y0 + y1) / 2 - 0.5) < 1e-9
+    assert abs((x1 - x0) - (res.meta["fit_view"]["crop"][2] - res.meta["fit_view"]["crop"][0])) < 1e-9
     res_dec = int(pipe.models["slat_decoder_gs"].resolution)
     for g, c in zip(res.gaussians, res.coords):
         assert np.array_equal(np.asarray(c), gaussians_to_voxels(g, res_dec))

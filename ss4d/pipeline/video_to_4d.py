@@ -413,9 +413,13 @@ class VideoTo4DPipeline:
                 settings = read_silhouette_fit(next(st for st in self.post_steps if st["name"] == name))
                 gaussians, meta["fit_view"] = self.fit_silhouettes(gaussians, per_frame, pre, alpha, settings,
                                                                    structure_view or None)
+                if meta["fit_view"] is not None:  # the output lines up with the input in this view: renders reuse it
+                    meta["input_view"] = dict(meta["fit_view"])
             elif name == "center_on_input":
-                gaussians, meta["center_shift"] = self.center_on_input(gaussians, per_frame, pre, alpha,
-                                                                       structure_view or None)
+                gaussians, meta["center_shift"], view = self.center_on_input(gaussians, per_frame, pre, alpha,
+                                                                             structure_view or None)
+                if view is not None:
+                    meta["input_view"] = view
             if name in ("silhouette_fit", "center_on_input"):  # voxels follow the Gaussians they moved / faded
                 res = int(getattr(self.models["slat_decoder_gs"], "resolution", 64))
                 per_frame = [torch.from_numpy(gaussians_to_voxels(g, res)) for g in gaussians]
@@ -458,20 +462,26 @@ class VideoTo4DPipeline:
         return fit_silhouettes(gaussians, alpha, cam, settings, voxel_size=1.0 / res), view
 
     def center_on_input(self, gaussians: list[Gaussians], coords: list[torch.Tensor], frames: np.ndarray,
-                        alpha: np.ndarray, view: dict | None = None) -> tuple[list[Gaussians], list[float] | None]:
+                        alpha: np.ndarray, view: dict | None = None
+                        ) -> tuple[list[Gaussians], list[float] | None, dict | None]:
         """Move the Gaussians so the input camera looks at the middle of their silhouette
         (:func:`ss4d.pipeline.silhouette_fit.center_in_view`) in `view` (the structure stage's carving view), or else
-        in the view estimated from the voxels. Returns ``(gaussians, world shift)``; unchanged and None when no view
-        fits."""
+        in the view estimated from the voxels. Returns ``(gaussians, world shift, view after the move)`` (the crop
+        re-centred on the image centre); unchanged Gaussians and None, None when no view fits."""
         from ..render.input_view import estimate_input_view
 
         res = int(getattr(self.models["slat_decoder_gs"], "resolution", 64))
         if view is None:
             view = estimate_input_view(None, frames, alpha, coords=coords, voxel_resolution=res)
         if view is None:
-            return gaussians, None
+            return gaussians, None, None
         moved, shift = center_in_view(gaussians, view)
-        return moved, [float(v) for v in shift]
+        after = dict(view)
+        if view.get("crop") is not None:
+            x0, y0, x1, y1 = view["crop"]
+            dx, dy = 0.5 - (x0 + x1) / 2, 0.5 - (y0 + y1) / 2
+            after["crop"] = (x0 + dx, y0 + dy, x1 + dx, y1 + dy)
+        return moved, [float(v) for v in shift], after
 
     def recolor(self, gaussians: list[Gaussians], coords: list[torch.Tensor], frames: np.ndarray, alpha: np.ndarray,
                 strength: float = 1.0) -> tuple[list[Gaussians], dict | None]:

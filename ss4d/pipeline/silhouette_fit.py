@@ -10,7 +10,7 @@ rotations stay. Gaussians outside the mask fade, holes inside close; the other v
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -85,16 +85,14 @@ def fit_silhouettes(gaussians: Sequence[Gaussians], alpha: Sequence[np.ndarray],
         xyz = g._xyz.detach().clone().requires_grad_(True)
         opt = torch.optim.Adam([op, sc, xyz] if s.scales else [op, xyz], lr=float(s.lr))
         for _ in range(int(s.steps)):
-            cur = Gaussians(xyz, g._features_dc, sc, g._rotation, op, g.aabb, g.scaling_bias, g.opacity_bias,
-                            g.mininum_kernel_size)
+            cur = replace(g, _xyz=xyz, _scaling=sc, _opacity=op)
             loss = (rasterize(cur, cam, chunk=128)["alpha"][0] - tgt).square().mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
             with torch.no_grad():
                 xyz.copy_(g._xyz + torch.maximum(torch.minimum(xyz - g._xyz, lim), -lim))
-        out.append(Gaussians(xyz.detach(), g._features_dc, sc.detach(), g._rotation, op.detach(), g.aabb,
-                             g.scaling_bias, g.opacity_bias, g.mininum_kernel_size, dict(g.meta)))
+        out.append(replace(g, _xyz=xyz.detach(), _scaling=sc.detach(), _opacity=op.detach(), meta=dict(g.meta)))
     return out
 
 
@@ -121,6 +119,5 @@ def center_in_view(gaussians: Sequence[Gaussians], view: dict, radius: float = 2
     out = []
     for g in gaussians:
         s = (shift / torch.tensor(g.aabb[3:])).to(g._xyz)
-        out.append(Gaussians(g._xyz + s, g._features_dc, g._scaling, g._rotation, g._opacity, g.aabb,
-                             g.scaling_bias, g.opacity_bias, g.mininum_kernel_size, dict(g.meta)))
+        out.append(replace(g, _xyz=g._xyz + s, meta=dict(g.meta)))
     return out, shift

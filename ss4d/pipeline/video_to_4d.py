@@ -451,15 +451,23 @@ class VideoTo4DPipeline:
         """Fit the Gaussians to the input masks (:mod:`ss4d.pipeline.silhouette_fit`) in `view` (the structure
         stage's carving view), or else in the view estimated from the voxels' silhouettes. Returns
         ``(gaussians, view)``; unchanged Gaussians and None when no view fits."""
-        from ..render.input_view import estimate_input_view, input_view_camera
+        from ..render.input_view import input_view_camera
 
-        res = int(getattr(self.models["slat_decoder_gs"], "resolution", 64))
-        if view is None:
-            view = estimate_input_view(None, frames, alpha, coords=coords, voxel_resolution=res)
+        view = self._voxel_view(frames, alpha, coords, view)
         if view is None:
             return gaussians, None
         cam = input_view_camera(view, frames.shape[1])
+        res = int(getattr(self.models["slat_decoder_gs"], "resolution", 64))
         return fit_silhouettes(gaussians, alpha, cam, settings, voxel_size=1.0 / res), view
+
+    def _voxel_view(self, frames: np.ndarray, alpha: np.ndarray, coords: list[torch.Tensor], view: dict | None):
+        """`view` when given, else the input view estimated from the voxels' silhouettes (None when none fits)."""
+        from ..render.input_view import estimate_input_view
+
+        if view is not None:
+            return view
+        res = int(getattr(self.models["slat_decoder_gs"], "resolution", 64))
+        return estimate_input_view(None, frames, alpha, coords=coords, voxel_resolution=res)
 
     def center_on_input(self, gaussians: list[Gaussians], coords: list[torch.Tensor], frames: np.ndarray,
                         alpha: np.ndarray, view: dict | None = None
@@ -468,11 +476,7 @@ class VideoTo4DPipeline:
         (:func:`ss4d.pipeline.silhouette_fit.center_in_view`) in `view` (the structure stage's carving view), or else
         in the view estimated from the voxels. Returns ``(gaussians, world shift, view after the move)`` (the crop
         re-centred on the image centre); unchanged Gaussians and None, None when no view fits."""
-        from ..render.input_view import estimate_input_view
-
-        res = int(getattr(self.models["slat_decoder_gs"], "resolution", 64))
-        if view is None:
-            view = estimate_input_view(None, frames, alpha, coords=coords, voxel_resolution=res)
+        view = self._voxel_view(frames, alpha, coords, view)
         if view is None:
             return gaussians, None, None
         moved, shift = center_in_view(gaussians, view)
